@@ -1,0 +1,237 @@
+"""The state model: what a flow run or task run is doing, as data.
+
+A `State` is both the in-process object the engine works with and the wire
+schema shared by client and server. Its JSON form carries `type`, `name`,
+`message`, `timestamp`, `state_details` and `data` (a result *reference*, never
+the value). In process, a state may also hold the live return value or the
+exception of the run in private attributes; those are pickled along with the
+state (so they cross Ray and thread boundaries) but never sent to the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+__all__ = [
+    "AwaitingRetry",
+    "Cached",
+    "Cancelled",
+    "Cancelling",
+    "Completed",
+    "Crashed",
+    "Failed",
+    "Paused",
+    "Pending",
+    "ResultReference",
+    "Retrying",
+    "Running",
+    "Scheduled",
+    "State",
+    "StateDetails",
+    "StateType",
+    "Suspended",
+    "TERMINAL_TYPES",
+    "now",
+]
+
+
+def now() -> dt.datetime:
+    """The current time, timezone-aware in UTC (every timestamp prefray writes)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class StateType(str, enum.Enum):
+    SCHEDULED = "SCHEDULED"  # waiting for a time to come (first run, retry, resume)
+    PENDING = "PENDING"  # created, or waiting on upstreams; not started
+    RUNNING = "RUNNING"  # user code is executing
+    COMPLETED = "COMPLETED"  # finished with a result (terminal)
+    FAILED = "FAILED"  # user code raised, or timed out (terminal unless retried)
+    CANCELLED = "CANCELLED"  # stopped on request (terminal)
+    CRASHED = "CRASHED"  # the process/worker running it died or was interrupted (terminal)
+    PAUSED = "PAUSED"  # a flow run waiting to be resumed (pause or suspend)
+    CANCELLING = "CANCELLING"  # cancellation requested, not yet confirmed
+
+
+TERMINAL_TYPES = frozenset(
+    {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
+)
+
+
+class ResultReference(BaseModel):
+    """Where a persisted result lives: the only form of a result the API stores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    storage_key: str
+    storage_path: str | None = None  # the storage block's base path at write time
+    serializer: str = "pickle"
+
+
+class StateDetails(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    flow_run_id: uuid.UUID | None = None
+    task_run_id: uuid.UUID | None = None
+    child_flow_run_id: uuid.UUID | None = None
+    scheduled_time: dt.datetime | None = None
+    cache_key: str | None = None
+    cache_expiration: dt.datetime | None = None
+    refresh_cache: bool | None = None
+    # set by the engine when a failure must not be retried (retry_condition_fn,
+    # a crash of the driver itself)
+    retriable: bool | None = None
+    # client-generated; proposing the same transition twice changes nothing
+    transition_id: uuid.UUID | None = None
+    pause_timeout: dt.datetime | None = None
+    pause_reschedule: bool = False
+    pause_key: str | None = None
+    run_input_keyset: dict[str, str] | None = None
+    untrackable_result: bool = False
+
+
+class State(BaseModel):
+    """A state of a flow run or task run.
+
+    >>> s = Completed(message="done")
+    >>> s.is_completed(), s.name
+    (True, 'Completed')
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: StateType
+    name: str | None = None
+    message: str | None = None
+    timestamp: dt.datetime = Field(default_factory=now)
+    state_details: StateDetails = Field(default_factory=StateDetails)
+    data: ResultReference | None = None
+
+    # in-process only: the run's return value / exception (pickled, never sent)
+    _value: Any = PrivateAttr(default=None)
+    _has_value: bool = PrivateAttr(default=False)
+    _exception: BaseException | None = PrivateAttr(default=None)
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.name is None:
+            self.name = _default_name(self.type)
+
+    # predicates ------------------------------------------------------------
+    def is_scheduled(self) -> bool:
+        return self.type == StateType.SCHEDULED
+
+    def is_pending(self) -> bool:
+        return self.type == StateType.PENDING
+
+    def is_running(self) -> bool:
+        return self.type == StateType.RUNNING
+
+    def is_completed(self) -> bool:
+        return self.type == StateType.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.type == StateType.FAILED
+
+    def is_crashed(self) -> bool:
+        return self.type == StateType.CRASHED
+
+    def is_cancelled(self) -> bool:
+        return self.type == StateType.CANCELLED
+
+    def is_cancelling(self) -> bool:
+        return self.type == StateType.CANCELLING
+
+    def is_paused(self) -> bool:
+        return self.type == StateType.PAUSED
+
+    def is_final(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    # in-process payload ----------------------------------------------------
+    def with_value(self, value: Any) -> State:
+        """Attach the run's return value (in process only) and return self."""
+        self._value = value
+        self._has_value = True
+        return self
+
+    def with_exception(self, exc: BaseException) -> State:
+        """Attach the exception that ended the run (in process only) and return self."""
+        self._exception = exc
+        return self
+
+    @property
+    def has_value(self) -> bool:
+        return self._has_value
+
+    @property
+    def exception(self) -> BaseException | None:
+        return self._exception
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """The run's return value; for a failed state, raise (or return) its exception."""
+        from prefray.results import resolve_state_result
+
+        return resolve_state_result(self, raise_on_failure=raise_on_failure)
+
+    def copy_for_wire(self) -> State:
+        """This state without its in-process payload (what the API receives)."""
+        return State.model_validate(self.model_dump())
+
+    def __repr__(self) -> str:
+        msg = f", message={self.message!r}" if self.message else ""
+        return f"{self.name}(type={self.type.value}{msg})"
+
+    __str__ = __repr__
+
+
+_DEFAULT_NAMES = {
+    StateType.SCHEDULED: "Scheduled",
+    StateType.PENDING: "Pending",
+    StateType.RUNNING: "Running",
+    StateType.COMPLETED: "Completed",
+    StateType.FAILED: "Failed",
+    StateType.CANCELLED: "Cancelled",
+    StateType.CRASHED: "Crashed",
+    StateType.PAUSED: "Paused",
+    StateType.CANCELLING: "Cancelling",
+}
+
+
+def _default_name(state_type: StateType) -> str:
+    return _DEFAULT_NAMES[state_type]
+
+
+def _make(state_type: StateType, default_name: str | None = None):
+    def constructor(**kwargs: Any) -> State:
+        kwargs.setdefault("name", default_name)
+        details = kwargs.pop("state_details", None) or StateDetails()
+        if isinstance(details, dict):
+            details = StateDetails(**details)
+        for key in list(kwargs):
+            if key in StateDetails.model_fields and key not in State.model_fields:
+                setattr(details, key, kwargs.pop(key))
+        return State(type=state_type, state_details=details, **kwargs)
+
+    constructor.__name__ = default_name or _default_name(state_type)
+    constructor.__doc__ = f"A {state_type.value} state named {constructor.__name__!r}."
+    return constructor
+
+
+Scheduled = _make(StateType.SCHEDULED)
+Pending = _make(StateType.PENDING)
+Running = _make(StateType.RUNNING)
+Completed = _make(StateType.COMPLETED)
+Failed = _make(StateType.FAILED)
+Crashed = _make(StateType.CRASHED)
+Cancelled = _make(StateType.CANCELLED)
+Cancelling = _make(StateType.CANCELLING)
+Paused = _make(StateType.PAUSED)
+Suspended = _make(StateType.PAUSED, "Suspended")
+AwaitingRetry = _make(StateType.SCHEDULED, "AwaitingRetry")
+Retrying = _make(StateType.RUNNING, "Retrying")
+Cached = _make(StateType.COMPLETED, "Cached")
