@@ -14,6 +14,8 @@ PrefrayError
 ├── ReservedArgumentError     a function uses a name prefray reserves
 ├── UpstreamTaskError         an upstream task run did not complete
 ├── MissingResult             a state holds no result to return
+├── MissingContextError       called outside a flow or task run (get_run_logger)
+├── UnfinishedRun             a result was asked of a run that has not finished
 ├── SerializationError        a value could not be serialized (names what)
 ├── CrashedRun                a run crashed (worker death, interruption)
 ├── CancelledRun              a run was cancelled
@@ -40,6 +42,7 @@ __all__ = [
     "InvalidTransition",
     "MappingLengthMismatch",
     "MappingMissingIterable",
+    "MissingContextError",
     "MissingResult",
     "NotPausedError",
     "ObjectAlreadyExists",
@@ -53,6 +56,7 @@ __all__ = [
     "TaskRunTimeout",
     "TaskRunnerError",
     "Unauthorized",
+    "UnfinishedRun",
     "UpstreamTaskError",
 ]
 
@@ -112,6 +116,14 @@ class UpstreamTaskError(PrefrayError):
 
 
 class MissingResult(PrefrayError):
+    pass
+
+
+class MissingContextError(PrefrayError):
+    pass
+
+
+class UnfinishedRun(PrefrayError):
     pass
 
 
