@@ -1,0 +1,157 @@
+"""The client's methods, written once for both clients.
+
+Each method builds a request spec (`_routes`) and hands it to `_execute`,
+which the sync client runs to completion and the async client returns as a
+coroutine. So on `SyncPrefrayClient` a method returns its answer, and on
+`PrefrayClient` an awaitable of it: `Reply[T]` says exactly that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar, Union
+
+from prefray.client import _routes
+from prefray.client._routes import Batch, Call, IdLike
+from prefray.schemas import (
+    EmpiricalPolicy,
+    FlowRun,
+    Log,
+    LogCreate,
+    OrchestrationResult,
+    StateReport,
+    TaskRun,
+    TaskRunCreate,
+)
+from prefray.states import State
+
+T = TypeVar("T")
+Reply = Union[T, Awaitable[T]]  # T on the sync client, Awaitable[T] on the async one
+
+
+class Operations:
+    """Every call of the prefray API. Subclasses implement `_execute`."""
+
+    def _execute(self, spec: Call[Any] | Batch[Any]) -> Any:
+        raise NotImplementedError
+
+    # meta ---------------------------------------------------------------------
+    def health(self) -> Reply[dict[str, Any]]:
+        """`{"status": "ok"}` when the API is up."""
+        return self._execute(_routes.health())
+
+    def api_version(self) -> Reply[dict[str, Any]]:
+        """The server's `api_version` and `server_version`."""
+        return self._execute(_routes.version())
+
+    # flow runs ----------------------------------------------------------------
+    def create_flow_run(
+        self,
+        flow_name: str,
+        *,
+        name: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        parent_task_run_id: IdLike | None = None,
+        empirical_policy: EmpiricalPolicy | None = None,
+        state: State | None = None,
+        id: IdLike | None = None,
+        entrypoint: str | None = None,
+        deployment_id: IdLike | None = None,
+    ) -> Reply[FlowRun]:
+        """Create a flow run (a replay with the same `id` returns the existing run)."""
+        return self._execute(
+            _routes.create_flow_run(
+                flow_name,
+                name=name,
+                parameters=parameters,
+                tags=tags,
+                parent_task_run_id=parent_task_run_id,
+                empirical_policy=empirical_policy,
+                state=state,
+                id=id,
+                entrypoint=entrypoint,
+                deployment_id=deployment_id,
+            )
+        )
+
+    def read_flow_run(self, id: IdLike) -> Reply[FlowRun]:
+        """The flow run; `ObjectNotFound` if there is none with that id."""
+        return self._execute(_routes.read_flow_run(id))
+
+    def read_flow_runs(self, **filters: Any) -> Reply[list[FlowRun]]:
+        """Flow runs matching `FlowRunFilter` fields (`state_types=`, `limit=`, ...)."""
+        return self._execute(_routes.read_flow_runs(**filters))
+
+    def set_flow_run_state(
+        self, id: IdLike, state: State, force: bool = False
+    ) -> Reply[OrchestrationResult]:
+        """Propose a state; the answer says whether the server accepted it."""
+        return self._execute(_routes.set_flow_run_state(id, state, force))
+
+    def read_flow_run_states(self, id: IdLike) -> Reply[list[State]]:
+        """The flow run's states, oldest first."""
+        return self._execute(_routes.read_flow_run_states(id))
+
+    def resume_flow_run(
+        self, id: IdLike, run_input: dict[str, Any] | None = None
+    ) -> Reply[OrchestrationResult]:
+        """Resume a paused flow run (REJECT with a reason when it is not paused)."""
+        return self._execute(_routes.resume_flow_run(id, run_input))
+
+    def read_flow_run_input(self, id: IdLike, key: str) -> Reply[Any]:
+        """A run input stored for the flow run under `key`."""
+        return self._execute(_routes.read_flow_run_input(id, key))
+
+    # task runs ----------------------------------------------------------------
+    def create_task_run(self, task_run: TaskRunCreate) -> Reply[TaskRun]:
+        """Create (or, on replay, return) one task run."""
+        return self._execute(_routes.create_task_run(task_run))
+
+    def create_task_runs(self, task_runs: Sequence[TaskRunCreate]) -> Reply[list[TaskRun]]:
+        """Create many task runs in one request per 10,000; answers in request order."""
+        return self._execute(_routes.create_task_runs(task_runs))
+
+    def read_task_run(self, id: IdLike) -> Reply[TaskRun]:
+        """The task run; `ObjectNotFound` if there is none with that id."""
+        return self._execute(_routes.read_task_run(id))
+
+    def read_task_runs(
+        self, flow_run_id: IdLike | None = None, **filters: Any
+    ) -> Reply[list[TaskRun]]:
+        """Task runs matching `TaskRunFilter` fields, oldest first by default."""
+        return self._execute(_routes.read_task_runs(flow_run_id, **filters))
+
+    def set_task_run_state(
+        self, id: IdLike, state: State, force: bool = False
+    ) -> Reply[OrchestrationResult]:
+        """Propose a state for one task run and wait for the server's decision."""
+        return self._execute(_routes.set_task_run_state(id, state, force))
+
+    def report_task_run_states(
+        self, reports: Sequence[StateReport]
+    ) -> Reply[list[OrchestrationResult]]:
+        """Apply a batch of task-run transitions in order; one result per report."""
+        return self._execute(_routes.report_task_run_states(reports))
+
+    def read_task_run_states(self, id: IdLike) -> Reply[list[State]]:
+        """The task run's states, oldest first."""
+        return self._execute(_routes.read_task_run_states(id))
+
+    # logs ---------------------------------------------------------------------
+    def create_logs(self, logs: Sequence[LogCreate]) -> Reply[dict[str, int]]:
+        """Store log records; answers `{"count": n}`."""
+        return self._execute(_routes.create_logs(logs))
+
+    def read_logs(
+        self,
+        flow_run_id: IdLike | None = None,
+        task_run_id: IdLike | None = None,
+        level_ge: int | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> Reply[list[Log]]:
+        """Log records of a flow run and/or task run, oldest first."""
+        return self._execute(
+            _routes.read_logs(flow_run_id, task_run_id, level_ge, limit=limit, offset=offset)
+        )

@@ -1,0 +1,241 @@
+"""Embedded mode: with no `PREFRAY_API_URL`, the driver runs the API itself.
+
+The first client in a process calls `ensure_api(settings)`: it starts the API
+on a free loopback port, on the SQLite database under `PREFRAY_HOME` (or
+`settings.database_url`), then publishes the URL into the process settings
+(`set_process_settings`) and `os.environ["PREFRAY_API_URL"]`, so settings
+snapshots taken afterwards, and child processes such as Ray workers on this
+machine, report to the same server. The server stops when the process exits.
+
+Thread or subprocess (`benchmarks/embedded_mode.py` measures both; figures
+filled in below from a run on the 2-core development machine):
+
+    STARTUP and THROUGHPUT figures: see MODE_CHOICE below.
+
+The listening socket is bound here, before the server starts, so the port is
+never raced for; the subprocess inherits it as a file descriptor and exits when
+its stdin (a pipe held by this process) closes, so it dies with its driver
+even on SIGKILL. Two drivers started at once with no URL each run their own
+server on the same SQLite file (the server's job to make that safe).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Literal, Protocol
+
+import httpx
+
+from prefray.exceptions import ConfigurationError
+from prefray.settings import Settings, set_process_settings
+
+__all__ = [
+    "DEFAULT_MODE",
+    "EmbeddedAPI",
+    "ensure_api",
+    "running_api",
+    "start_api",
+    "stop_all",
+]
+
+Mode = Literal["thread", "subprocess"]
+DEFAULT_MODE: Mode = "subprocess"
+STARTUP_TIMEOUT = 60.0  # seconds; a cold import plus migrations on a busy machine
+
+
+class EmbeddedAPI(Protocol):
+    url: str
+    mode: Mode
+
+    def alive(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+def _bind_loopback() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    return sock
+
+
+def _url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+class ThreadAPI:
+    """uvicorn on its own event loop in a daemon thread of this process."""
+
+    mode: Mode = "thread"
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        from prefray.server.app import create_app
+
+        self._sock = _bind_loopback()
+        self.url = _url_of(self._sock)
+        config = uvicorn.Config(
+            create_app(settings), log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
+            name="prefray-embedded-api",
+        )  # fmt: skip
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+
+class SubprocessAPI:
+    """`python -m prefray.client._embedded_child` serving an inherited socket."""
+
+    mode: Mode = "subprocess"
+
+    def __init__(self, settings: Settings) -> None:
+        sock = _bind_loopback()
+        self.url = _url_of(sock)
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "prefray.client._embedded_child", str(sock.fileno())],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                pass_fds=[sock.fileno()], env=_child_env(), start_new_session=True,
+            )  # fmt: skip
+        finally:
+            sock.close()  # the child holds its own copy
+        assert self._process.stdin is not None
+        self._process.stdin.write(_settings_line(settings))
+        self._process.stdin.flush()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self._process.stdin is not None
+            self._process.stdin.close()  # the child's cue to shut down
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=5)
+
+    def error_output(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-3000:]
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PREFRAY_API_URL", None)
+    return env
+
+
+def _settings_line(settings: Settings) -> bytes:
+    data = settings.model_dump(mode="json")
+    if settings.api_key is not None:
+        data["api_key"] = settings.api_key.get_secret_value()
+    return json.dumps(data).encode() + b"\n"
+
+
+def start_api(settings: Settings, mode: Mode = DEFAULT_MODE) -> EmbeddedAPI:
+    """Start an API for `settings` and wait until it answers its health check."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    server: EmbeddedAPI = ThreadAPI(settings) if mode == "thread" else SubprocessAPI(settings)
+    try:
+        _wait_healthy(server, settings)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_healthy(server: EmbeddedAPI, settings: Settings) -> None:
+    headers = {}
+    if settings.api_key is not None:
+        headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    with httpx.Client(base_url=server.url, trust_env=False, headers=headers) as http:
+        while time.monotonic() < deadline:
+            if not server.alive():
+                raise ConfigurationError(_startup_failure(server, "exited during startup"))
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get("/api/health", timeout=STARTUP_TIMEOUT).status_code == 200:
+                    return
+            time.sleep(0.02)
+    raise ConfigurationError(_startup_failure(server, f"was not up after {STARTUP_TIMEOUT:.0f}s"))
+
+
+def _startup_failure(server: EmbeddedAPI, what: str) -> str:
+    output = server.error_output() if isinstance(server, SubprocessAPI) else ""
+    return (
+        f"The embedded prefray API ({server.mode}) {what}. "
+        "Set PREFRAY_API_URL to a running server (`prefray server start`) or check "
+        f"PREFRAY_HOME / PREFRAY_API_DATABASE_URL.{chr(10) + output if output else ''}"
+    )
+
+
+_lock = threading.Lock()
+_servers: dict[str, EmbeddedAPI] = {}  # by database URL
+
+
+def ensure_api(settings: Settings, mode: Mode = DEFAULT_MODE) -> str:
+    """The URL of this process's embedded API for `settings`' database, started
+    on first use and published for snapshots and child processes."""
+    with _lock:
+        server = _servers.get(settings.database_url)
+        if server is None or not server.alive():
+            server = _servers[settings.database_url] = start_api(settings, mode)
+    publish(settings, server.url)
+    return server.url
+
+
+def publish(settings: Settings, url: str) -> None:
+    """Make `url` the API of this process and of the processes it starts."""
+    set_process_settings(settings.with_overrides(api_url=url))
+    os.environ["PREFRAY_API_URL"] = url
+
+
+def running_api(settings: Settings) -> EmbeddedAPI | None:
+    """The embedded API serving `settings`' database in this process, if any."""
+    return _servers.get(settings.database_url)
+
+
+def stop_api(settings: Settings) -> None:
+    """Stop the embedded API serving `settings`' database (the test harness's exit)."""
+    with _lock:
+        server = _servers.pop(settings.database_url, None)
+    if server is not None:
+        server.stop()
+
+
+def stop_all() -> None:
+    """Stop every embedded API of this process (registered to run at exit)."""
+    with _lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+atexit.register(stop_all)
