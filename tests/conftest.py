@@ -1,0 +1,29 @@
+"""Session-wide isolation: no test reads or writes the developer's ~/.prefray,
+or reports to an API configured in the developer's environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from prefray.settings import set_process_settings
+
+_CLEARED = ("PREFRAY_API_URL", "PREFRAY_API_KEY", "PREFRAY_API_DATABASE_URL")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_prefray_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in ("PREFRAY_HOME", *_CLEARED)}
+    os.environ["PREFRAY_HOME"] = str(tmp_path_factory.mktemp("prefray-home"))
+    for key in _CLEARED:
+        os.environ.pop(key, None)
+    set_process_settings(None)  # re-read the environment set above
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    set_process_settings(None)
