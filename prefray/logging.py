@@ -179,6 +179,11 @@ class BatchShipper:
             )
             if self._atexit_pid != os.getpid():
                 self._atexit_pid = os.getpid()
+                # atexit runs last-registered first: importing the embedded API
+                # (which registers its shutdown on import) before registering our
+                # flush makes the flush run while that API still serves.
+                with contextlib.suppress(ImportError):
+                    import prefray.client.embedded  # noqa: F401
                 atexit.register(self._at_exit)
         self._thread.start()
 
