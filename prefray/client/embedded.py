@@ -61,10 +61,10 @@ class EmbeddedAPI(Protocol):
     def stop(self) -> None: ...
 
 
-def _bind_loopback() -> socket.socket:
+def _bind_loopback(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     sock.listen(2048)
     return sock
 
@@ -79,12 +79,12 @@ class ThreadAPI:
 
     mode: Mode = "thread"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int = 0) -> None:
         import uvicorn
 
         from prefray.server.app import create_app
 
-        self._sock = _bind_loopback()
+        self._sock = _bind_loopback(port)
         self.url = _url_of(self._sock)
         config = uvicorn.Config(
             create_app(settings), log_level="warning", access_log=False, timeout_graceful_shutdown=2
@@ -110,8 +110,8 @@ class SubprocessAPI:
 
     mode: Mode = "subprocess"
 
-    def __init__(self, settings: Settings) -> None:
-        sock = _bind_loopback()
+    def __init__(self, settings: Settings, port: int = 0) -> None:
+        sock = _bind_loopback(port)
         self.url = _url_of(sock)
         self._stderr = tempfile.TemporaryFile()
         try:
@@ -157,10 +157,12 @@ def _settings_line(settings: Settings) -> bytes:
     return json.dumps(data).encode() + b"\n"
 
 
-def start_api(settings: Settings, mode: Mode = DEFAULT_MODE) -> EmbeddedAPI:
-    """Start an API for `settings` and wait until it answers its health check."""
+def start_api(settings: Settings, mode: Mode = DEFAULT_MODE, port: int = 0) -> EmbeddedAPI:
+    """Start an API for `settings` on loopback (`port=0`: a free one) and wait
+    until it answers its health check."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    server: EmbeddedAPI = ThreadAPI(settings) if mode == "thread" else SubprocessAPI(settings)
+    kind = ThreadAPI if mode == "thread" else SubprocessAPI
+    server: EmbeddedAPI = kind(settings, port)
     try:
         _wait_healthy(server, settings)
     except BaseException:
