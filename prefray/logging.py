@@ -71,10 +71,16 @@ def _warn(message: str) -> None:
 
 
 @contextlib.contextmanager
-def api_client(settings: Settings) -> Iterator[SyncPrefrayClient]:
-    """The process's client for the API of `settings` (used from background threads)."""
+def api_client(settings: Settings, max_retries: int | None = 2) -> Iterator[SyncPrefrayClient]:
+    """The process's client for the API of `settings` (used from background threads).
+
+    Background senders retry on their own, without end, so the client's own
+    retries are capped: a failure surfaces (and is reported) within a second.
+    """
     from prefray.client import get_client
 
+    if max_retries is not None and settings.api_max_retries > max_retries:
+        settings = settings.with_overrides(api_max_retries=max_retries)
     with use_settings(settings), get_client(sync_client=True) as client:
         yield client
 

@@ -80,12 +80,14 @@ def _as_report(item: StateReport | tuple) -> StateReport:
     return item
 
 
-def _send_items(settings: Settings, items: list[_Queued], answers: _Answers) -> int:
+def _send_items(
+    settings: Settings, items: list[_Queued], answers: _Answers, max_retries: int | None = 2
+) -> int:
     """Send creations, then reports, in order. Returns the number of requests made."""
     creates = [i for i in items if isinstance(i, TaskRunCreate)]
     reports = [_as_report(i) for i in items if not isinstance(i, TaskRunCreate)]
     requests = 0
-    with api_client(settings) as client:
+    with api_client(settings, max_retries) as client:
         if creates:
             client.create_task_runs(creates)
             requests += 1
@@ -190,7 +192,8 @@ class CollectingReporter:
         if not items:
             return True
         try:
-            _send_items(get_current_settings(), items, self._answers)
+            # no background retry here: the client's full retries apply
+            _send_items(get_current_settings(), items, self._answers, max_retries=None)
         except Exception:
             with self._lock:
                 self._items[:0] = items
