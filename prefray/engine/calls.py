@@ -1,0 +1,261 @@
+"""Task calls in a flow: `__call__`, `.submit()` and `.map()` become task runs.
+
+Creating a task run never waits for the API on the default path: `__call__`
+and `.submit()` queue the create on the batched state reporter; `.map()` over
+N items creates its N task runs in one bulk request. Outside a flow,
+`__call__` runs an autonomous task run (recorded, with no flow run), as
+Prefect 2.20 does; `.submit()` and `.map()` need a flow. Inside a task run,
+calling another task runs its function directly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prefray.context import FlowRunContext, TagsContext, TaskRunContext
+from prefray.engine.book import RunBook
+from prefray.engine.call import TaskRunCall
+from prefray.engine.mapping import expand_map_parameters
+from prefray.engine.task_run import run_task
+from prefray.engine.upstream import upstream_ids
+from prefray.futures import DoneFuture, PrefrayFuture
+from prefray.schemas import TaskRun, TaskRunCreate, TaskRunInput
+from prefray.settings import get_current_settings
+from prefray.states import Pending, State
+from prefray.utilities.callables import get_call_parameters
+
+if TYPE_CHECKING:
+    from prefray.tasks import Task
+
+__all__ = ["call_task", "map_task", "submit_task"]
+
+
+def call_task(task: Task, args: tuple, kwargs: dict, wait_for: Any, return_state: bool) -> Any:
+    """`task(...)`: run now, in this thread; the value (or the state)."""
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is None:
+        if TaskRunContext.get() is not None:
+            return task.fn(*args, **kwargs)
+        return _run_autonomous(task, args, kwargs, wait_for, return_state)
+    parameters = get_call_parameters(task.fn, args, kwargs)
+    book = _book(flow_ctx)
+    call, prior = _prepare(task, parameters, wait_for, flow_ctx, book)
+    state = prior or run_task(call)
+    book.record(
+        DoneFuture(call.task_run.id, state, call.task_run.name), task.task_key, _index(call)
+    )
+    return state if return_state else state.result()
+
+
+def submit_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> PrefrayFuture:
+    """`task.submit(...)`: hand the run to the flow's task runner; a future."""
+    flow_ctx = _require_flow("submit", task)
+    parameters = get_call_parameters(task.fn, args, kwargs)
+    book = _book(flow_ctx)
+    call, prior = _prepare(task, parameters, wait_for, flow_ctx, book)
+    future = _submit_or_done(flow_ctx, call, prior)
+    book.record(future, task.task_key, _index(call))
+    return future
+
+
+def map_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> list[PrefrayFuture]:
+    """`task.map(...)`: one task run per item, created in one request; futures."""
+    flow_ctx = _require_flow("map", task)
+    parameters = get_call_parameters(task.fn, args, kwargs)
+    per_run = expand_map_parameters(task.fn, parameters)
+    book = _book(flow_ctx)
+    indices = book.next_indices(task.task_key, len(per_run))
+    prepared = [
+        _prepare(task, p, wait_for, flow_ctx, book, index=i, queue_create=False)
+        for p, i in zip(per_run, indices, strict=True)
+    ]
+    _create_in_bulk([call for call, prior in prepared if prior is None], task)
+    futures = []
+    for (call, prior), index in zip(prepared, indices, strict=True):
+        future = _submit_or_done(flow_ctx, call, prior)
+        book.record(future, task.task_key, index)
+        futures.append(future)
+    return futures
+
+
+# building calls --------------------------------------------------------------
+def _prepare(
+    task: Task,
+    parameters: dict[str, Any],
+    wait_for: Any,
+    flow_ctx: FlowRunContext,
+    book: RunBook,
+    index: int | None = None,
+    queue_create: bool = True,
+) -> tuple[TaskRunCall, State | None]:
+    """The call for one task run, and the state an earlier attempt already reached."""
+    if index is None:
+        index = book.next_index(task.task_key)
+    flow_run = flow_ctx.flow_run
+    assert flow_run is not None
+    create = _task_run_create(task, parameters, wait_for, flow_run.id, book.dynamic_key(index))
+    call = TaskRunCall(
+        task=task,
+        task_run=_task_run(create),
+        parameters=parameters,
+        settings=flow_ctx.settings,
+        wait_for=_as_list(wait_for),
+        flow_run_id=flow_run.id,
+        flow_name=flow_run.flow_name,
+        log_prints=flow_ctx.log_prints,
+    )
+    call.dynamic_index = index
+    prior = book.prior(task.task_key, index)
+    if prior is None and queue_create:
+        _reporter().create_task_run(create)
+    return call, prior
+
+
+def _task_run_create(
+    task: Task, parameters: dict[str, Any], wait_for: Any, flow_run_id: Any, dynamic_key: str
+) -> TaskRunCreate:
+    inputs = {
+        name: [TaskRunInput(id=i) for i in ids] for name, ids in upstream_ids(parameters).items()
+    }
+    waits = upstream_ids({"wait_for": wait_for}) if wait_for else {}
+    for name, ids in waits.items():
+        inputs[name] = [TaskRunInput(id=i) for i in ids]
+    return TaskRunCreate.model_construct(
+        id=uuid.uuid4(),
+        name=task.run_name(parameters, dynamic_key),
+        flow_run_id=flow_run_id,
+        task_key=task.task_key,
+        dynamic_key=dynamic_key,
+        cache_key=None,
+        cache_expiration=None,
+        tags=_tags(task),
+        task_inputs=inputs,
+        empirical_policy=task.empirical_policy,
+        state=Pending(),
+    )
+
+
+def _task_run(create: TaskRunCreate) -> TaskRun:
+    return TaskRun.model_construct(
+        id=create.id,
+        name=create.name,
+        flow_run_id=create.flow_run_id,
+        task_key=create.task_key,
+        dynamic_key=create.dynamic_key,
+        cache_key=None,
+        cache_expiration=None,
+        tags=create.tags,
+        task_inputs=create.task_inputs,
+        empirical_policy=create.empirical_policy,
+        state=create.state,
+        state_type=create.state.type if create.state else None,
+        state_name=create.state.name if create.state else None,
+        run_count=0,
+        total_run_time=0.0,
+    )
+
+
+def _tags(task: Task) -> list[str]:
+    ctx = TagsContext.get()
+    if ctx is None or not ctx.current_tags:
+        return list(task.tags)
+    return sorted(set(task.tags) | ctx.current_tags)
+
+
+def _create_in_bulk(calls: list[TaskRunCall], task: Task) -> None:
+    if not calls:
+        return
+    from prefray.client import get_client
+
+    creates = [_create_from_run(call.task_run) for call in calls]
+    _reporter().flush(get_current_settings().api_request_timeout)  # keep creates in order
+    with get_client(sync_client=True) as client:
+        client.create_task_runs(creates)
+
+
+def _create_from_run(run: TaskRun) -> TaskRunCreate:
+    return TaskRunCreate.model_construct(
+        id=run.id,
+        name=run.name,
+        flow_run_id=run.flow_run_id,
+        task_key=run.task_key,
+        dynamic_key=run.dynamic_key,
+        cache_key=None,
+        cache_expiration=None,
+        tags=run.tags,
+        task_inputs=run.task_inputs,
+        empirical_policy=run.empirical_policy,
+        state=run.state,
+    )
+
+
+# handing calls over ------------------------------------------------------------
+def _submit_or_done(flow_ctx: FlowRunContext, call: TaskRunCall, prior: State | None) -> Any:
+    if prior is not None:
+        return DoneFuture(call.task_run.id, prior, call.task_run.name)
+    return flow_ctx.task_runner.submit(call)
+
+
+def _run_autonomous(task: Task, args: tuple, kwargs: dict, wait_for: Any, return_state: bool):
+    parameters = get_call_parameters(task.fn, args, kwargs)
+    settings = _settings_with_api()
+    create = _task_run_create(task, parameters, wait_for, None, uuid.uuid4().hex)
+    reporter = _reporter()
+    reporter.create_task_run(create)
+    call = TaskRunCall(
+        task=task,
+        task_run=_task_run(create),
+        parameters=parameters,
+        settings=settings,
+        wait_for=_as_list(wait_for),
+    )
+    try:
+        state = run_task(call)
+    finally:
+        reporter.flush(settings.api_request_timeout)
+    return state if return_state else state.result()
+
+
+def _settings_with_api() -> Any:
+    from prefray.client import get_client
+
+    with get_client(sync_client=True):  # starts the embedded API when there is none
+        pass
+    return get_current_settings()
+
+
+def _require_flow(method: str, task: Task) -> FlowRunContext:
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is None:
+        raise RuntimeError(
+            f"Task {task.name!r}: .{method}() needs a flow run, and none is running here. "
+            f"Call it inside a @flow function, or call the task directly (task(...)) "
+            f"to run it once outside a flow."
+        )
+    return flow_ctx
+
+
+def _book(flow_ctx: FlowRunContext) -> RunBook:
+    return flow_ctx.extra["book"]
+
+
+def _index(call: TaskRunCall) -> int:
+    return call.dynamic_index or 0
+
+
+def _as_list(wait_for: Any) -> list[Any] | None:
+    if wait_for is None:
+        return None
+    if isinstance(wait_for, (list, tuple, set)):
+        return list(wait_for)
+    if isinstance(wait_for, Iterable) and not isinstance(wait_for, (str, bytes)):
+        return list(wait_for)
+    return [wait_for]
+
+
+def _reporter() -> Any:
+    from prefray.engine.reporting import get_state_reporter
+
+    return get_state_reporter()

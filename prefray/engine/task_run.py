@@ -1,0 +1,317 @@
+"""The task-run engine: one task run through its states, anywhere.
+
+    run_task(call)
+      wait_until_ready   resolve upstream futures; NotReady if one did not complete
+      start_attempt      Running (batched), or a blocking proposal when the server
+                         must decide (a cache key, a retry)
+      call               the user's function, under the timeout if any
+      handle_success     Completed (result persisted if asked)
+      handle_exception   Failed / TimedOut, or handle_retry when retries remain
+      handle_crash       a BaseException: Crashed, reported before it propagates
+
+Transitions that need no decision go to the batched state reporter; the
+server is asked (blocking) only for a cache lookup or a retry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import logging
+import time
+from typing import Any
+
+from prefray.context import TaskRunContext
+from prefray.engine.call import TaskRunCall
+from prefray.engine.final_state import crashed_state, failed_state
+from prefray.engine.upstream import UpstreamNotReady, resolve_inputs
+from prefray.exceptions import TaskRunTimeout
+from prefray.schemas import OrchestrationResult, SetStateStatus
+from prefray.settings import use_settings
+from prefray.states import Cancelled, Completed, Pending, Retrying, Running, State, now
+from prefray.utilities.asyncutils import run_coroutine_sync
+from prefray.utilities.timeouts import call_with_timeout
+
+__all__ = ["run_task"]
+
+logger = logging.getLogger("prefray.engine.task_run")
+
+
+def run_task(call: TaskRunCall, raise_crash: bool = True) -> State:
+    """Run one task run and return its final state, with the value attached.
+
+    A BaseException (KeyboardInterrupt, SystemExit, a termination signal) is
+    reported as Crashed and re-raised; runners whose calls run on worker threads
+    pass `raise_crash=False` to get the Crashed state back instead.
+    """
+    with use_settings(call.settings):
+        engine = _TaskRunEngine(call)
+        try:
+            return engine.run()
+        except BaseException as exc:
+            state = engine.handle_crash(exc)
+            if raise_crash:
+                raise
+            return state
+
+
+class _TaskRunEngine:
+    def __init__(self, call: TaskRunCall) -> None:
+        self.call = call
+        self.task = call.task
+        self.task_run = call.task_run
+        self.reporter = call.reporter or _process_reporter()
+        self.run_count = 0
+        self.cache_key: str | None = None
+        self.retry_at: dt.datetime | None = None
+        self.context = TaskRunContext(
+            settings=call.settings,
+            task=call.task,
+            task_run=call.task_run,
+            parameters=call.parameters,
+            log_prints=_log_prints(call),
+            flow_run_id=call.flow_run_id,
+            flow_name=call.flow_name,
+        )
+
+    def run(self) -> State:
+        state = self.wait_until_ready()
+        while state is None:
+            state = self.start_attempt()
+            if state is None:
+                state = self.call_and_handle()
+        return self.finish(state)
+
+    # ready -----------------------------------------------------------------
+    def wait_until_ready(self) -> State | None:
+        try:
+            self.args, self.kwargs = resolve_inputs(self.call)
+        except UpstreamNotReady as exc:
+            return Pending(name="NotReady", message=str(exc)).with_exception(exc.as_error())
+        if self.task.cache_key_fn is not None and not self.task.refresh_cache:
+            self.cache_key = self._compute_cache_key()
+        return None
+
+    def _compute_cache_key(self) -> str | None:
+        with self.context:
+            key = self.task.cache_key_fn(self.context, self._resolved_parameters())
+        return None if key is None else str(key)
+
+    def _resolved_parameters(self) -> dict[str, Any]:
+        return _rebind(self.task.fn, self.args, self.kwargs)
+
+    # start -----------------------------------------------------------------
+    def start_attempt(self) -> State | None:
+        """None when the run may go ahead; otherwise the state it ends in."""
+        if self.run_count == 0 and self.cache_key is None:
+            self.reporter.report(self.task_run.id, Running())
+            self.run_count = 1
+            return None
+        self._sleep_until(self.retry_at)
+        proposed = Running() if self.run_count == 0 else Retrying()
+        proposed.state_details.cache_key = self.cache_key
+        result = self._propose(proposed)
+        if result.status == SetStateStatus.ACCEPT:
+            self.run_count += 1
+            return None
+        return self._refused_start(result)
+
+    def _refused_start(self, result: OrchestrationResult) -> State:
+        state = result.state
+        if state is not None and state.is_completed():
+            return self._with_cached_value(state)
+        if state is None or result.status == SetStateStatus.ABORT:
+            return Cancelled(message=f"The API refused to run this task: {result.reason}")
+        return state
+
+    def _with_cached_value(self, state: State) -> State:
+        if state.data is not None:
+            from prefray.results import load_result
+
+            state.with_value(load_result(state.data))
+        return state
+
+    # call ------------------------------------------------------------------
+    def call_and_handle(self) -> State | None:
+        try:
+            value = self.call_function()
+        except Exception as exc:
+            return self.handle_exception(exc)
+        return self.handle_success(value)
+
+    def call_function(self) -> Any:
+        timeout = self.task.timeout_seconds
+        with self.context:
+            if timeout is None:
+                return self._invoke()
+            error = TaskRunTimeout(f"Task run exceeded timeout of {timeout} seconds")
+            if inspect.iscoroutinefunction(self.task.fn):
+                return self._invoke(timeout)
+            return call_with_timeout(self._invoke, timeout, error)
+
+    def _invoke(self, timeout: float | None = None) -> Any:
+        fn, args, kwargs = self.task.fn, self.args, self.kwargs
+        if not inspect.iscoroutinefunction(fn):
+            return fn(*args, **kwargs)
+        if timeout is None:
+            return run_coroutine_sync(lambda: fn(*args, **kwargs))
+        return run_coroutine_sync(lambda: _async_timeout(fn(*args, **kwargs), timeout))
+
+    # outcomes --------------------------------------------------------------
+    def handle_success(self, value: Any) -> State:
+        state = Completed()
+        if self.cache_key is not None or self.task.cache_key_fn is not None:
+            state.state_details.cache_key = self.cache_key or self._compute_cache_key()
+            state.state_details.cache_expiration = self._cache_expiration()
+        if self._should_persist():
+            state.data = self._persist(value)
+        self.reporter.report(self.task_run.id, state)
+        final = state.model_copy()  # the reported copy never carries the value
+        if self.task.cache_result_in_memory or state.data is None:
+            final.with_value(value)
+        return final
+
+    def handle_exception(self, exc: Exception) -> State | None:
+        state = _failure_state(exc, self.task.timeout_seconds)
+        if not self._retry_allowed(exc):
+            state.state_details.retriable = False
+            self.reporter.report(self.task_run.id, state)
+            return state
+        return self.handle_retry(state)
+
+    def handle_retry(self, state: State) -> State | None:
+        """Ask the server about a failure that may be retried: None means run again."""
+        self._log_failure(state, retrying=True)
+        result = self._propose(state)
+        if result.status == SetStateStatus.REJECT and result.state and result.state.is_scheduled():
+            self.retry_at = result.state.state_details.scheduled_time
+            return None
+        return state
+
+    def handle_crash(self, exc: BaseException) -> State:
+        state = crashed_state(exc)
+        state.state_details.retriable = False
+        try:
+            self.reporter.report(self.task_run.id, state)
+            self.reporter.flush(self.call.settings.log_flush_timeout)
+        except Exception:  # reporting must not hide the crash itself
+            logger.exception("Could not report the crash of task run %s", self.task_run.id)
+        return state
+
+    def finish(self, state: State) -> State:
+        if state.is_pending():  # NotReady: recorded, the run goes no further
+            self.reporter.report(self.task_run.id, state.model_copy())
+        if state.is_failed():
+            self._log_failure(state, retrying=False)
+        _run_hooks(self.task, self.task_run, state)
+        if self.call.flush_logs:
+            self._flush()
+        return state
+
+    # helpers ---------------------------------------------------------------
+    def _retry_allowed(self, exc: Exception) -> bool:
+        if self.run_count > self.task.retries:
+            return False
+        condition = self.task.retry_condition_fn
+        if condition is None:
+            return True
+        return bool(condition(self.task, self.task_run, _failure_state(exc, None)))
+
+    def _propose(self, state: State) -> OrchestrationResult:
+        from prefray.client import get_client
+
+        self.reporter.flush(self.call.settings.api_request_timeout)
+        with get_client(sync_client=True) as client:
+            while True:
+                result = client.set_task_run_state(self.task_run.id, state)
+                if result.status != SetStateStatus.WAIT:
+                    return result
+                time.sleep(max(0.0, result.delay_seconds or 0.0))
+
+    def _sleep_until(self, when: dt.datetime | None) -> None:
+        if when is not None:
+            time.sleep(max(0.0, (when - now()).total_seconds()))
+
+    def _cache_expiration(self) -> dt.datetime | None:
+        expiration = self.task.cache_expiration
+        return None if expiration is None else now() + expiration
+
+    def _should_persist(self) -> bool:
+        if self.task.persist_result is not None:
+            return self.task.persist_result
+        return self.task.cache_key_fn is not None or self.call.settings.persist_results
+
+    def _persist(self, value: Any) -> Any:
+        from prefray.results import persist_result
+
+        key = self.task.result_storage_key
+        if key is not None:
+            key = key.format(parameters=self._resolved_parameters(), task_run=self.task_run)
+        return persist_result(
+            value,
+            storage=self.task.result_storage,
+            serializer=self.task.result_serializer or self.call.settings.result_serializer,
+            key=key,
+        )
+
+    def _log_failure(self, state: State, retrying: bool) -> None:
+        from prefray.logging import get_run_logger
+
+        with self.context:
+            run_logger = get_run_logger()
+            exc = state.exception
+            info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+            suffix = " Retrying." if retrying else ""
+            run_logger.error("%s%s", state.message, suffix, exc_info=info)
+
+    def _flush(self) -> None:
+        from prefray.logging import flush_logs
+
+        timeout = self.call.settings.log_flush_timeout
+        flush_logs(timeout)
+        self.reporter.flush(timeout)
+
+
+def _failure_state(exc: Exception, timeout: float | None) -> State:
+    if isinstance(exc, TaskRunTimeout):
+        message = f"Task run exceeded timeout of {timeout} seconds"
+        from prefray.states import Failed
+
+        return Failed(name="TimedOut", message=message).with_exception(exc)
+    return failed_state(exc)
+
+
+async def _async_timeout(coro: Any, timeout: float) -> Any:
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except asyncio.TimeoutError:
+        raise TaskRunTimeout(f"Task run exceeded timeout of {timeout} seconds") from None
+
+
+def _rebind(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    from prefray.utilities.callables import get_call_parameters
+
+    return get_call_parameters(fn, args, kwargs)
+
+
+def _log_prints(call: TaskRunCall) -> bool:
+    return call.task.log_prints if call.task.log_prints is not None else call.log_prints
+
+
+def _process_reporter() -> Any:
+    from prefray.engine.reporting import get_state_reporter
+
+    return get_state_reporter()
+
+
+def _run_hooks(task: Any, task_run: Any, state: State) -> None:
+    hooks = task.on_completion if state.is_completed() else ()
+    if state.is_failed():
+        hooks = task.on_failure
+    for hook in hooks:
+        try:
+            hook(task, task_run, state)
+        except Exception:
+            logger.exception("Hook %r of task %r raised; ignored", hook, task.name)

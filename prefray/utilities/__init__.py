@@ -1,0 +1,1 @@
+"""Small single-purpose helpers used by the user API and the engine."""
