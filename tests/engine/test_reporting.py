@@ -1,0 +1,184 @@
+"""The batched state reporter against a real API server over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prefray.client import get_client
+from prefray.client.embedded import EmbeddedAPI, start_api
+from prefray.engine.reporting import CollectingReporter, StateReporter, get_state_reporter
+from prefray.exceptions import APIUnavailable
+from prefray.schemas import SetStateStatus, StateReport, TaskRunCreate
+from prefray.settings import Settings, use_settings
+from prefray.states import Completed, Running, StateType
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedAPI]:
+    server = start_api(Settings(home=tmp_path_factory.mktemp("reporting-api")), mode="thread")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(api: EmbeddedAPI, tmp_path: Path) -> Iterator[Settings]:
+    s = Settings(home=tmp_path, api_url=api.url, api_max_retries=1, state_batch_interval=0.05)
+    with use_settings(s):
+        yield s
+
+
+def creates(n: int, task_key: str | None = None) -> list[TaskRunCreate]:
+    key = task_key or f"t-{uuid.uuid4().hex[:8]}"
+    return [
+        TaskRunCreate(id=uuid.uuid4(), name=f"{key}-{i}", task_key=key, dynamic_key=str(i))
+        for i in range(n)
+    ]
+
+
+def state_names(task_run_id: uuid.UUID) -> list[str]:
+    with get_client(sync_client=True) as client:
+        return [s.name for s in client.read_task_run_states(task_run_id)]
+
+
+@pytest.mark.slow
+def test_thousands_of_reports_travel_in_a_handful_of_requests(settings: Settings) -> None:
+    reporter = StateReporter(settings)
+    runs = creates(5000)
+    reporter.create_task_runs(runs)
+    start = time.perf_counter()
+    for run in runs:
+        reporter.report(run.id, Running())
+    per_report = (time.perf_counter() - start) / len(runs)
+    for run in runs:
+        reporter.report(run.id, Completed())
+    assert reporter.flush(120)
+    assert reporter.pending() == 0
+    assert reporter.requests <= 12, reporter.requests
+    assert per_report < 50e-6, f"report() took {per_report * 1e6:.1f} us"
+    with get_client(sync_client=True) as client:
+        stored = client.read_task_runs(task_key=runs[0].task_key, limit=10_000)
+    assert len(stored) == 5000
+    assert {r.state_type for r in stored} == {StateType.COMPLETED}
+    assert {r.run_count for r in stored} == {1}
+
+
+def test_order_is_kept_per_task_run(settings: Settings) -> None:
+    reporter = StateReporter(settings)
+    runs = creates(3)
+    for run in runs:  # interleaved with other runs' reports, creations queued late
+        reporter.create_task_run(run)
+        reporter.report(run.id, Running())
+    for run in runs:
+        reporter.report(run.id, Completed())
+    assert reporter.flush(30)
+    for run in runs:
+        assert state_names(run.id) == ["Pending", "Running", "Completed"]
+        assert reporter.last_result(run.id) is None
+
+
+def test_a_refused_transition_is_kept_for_the_engine(settings: Settings) -> None:
+    reporter = StateReporter(settings)
+    (run,) = creates(1)
+    reporter.create_task_run(run)
+    reporter.report(run.id, Running())
+    reporter.report(run.id, Completed())
+    reporter.report(run.id, Running())  # a finished run never runs twice
+    assert reporter.flush(30)
+    answer = reporter.last_result(run.id)
+    assert answer is not None and answer.status == SetStateStatus.REJECT
+    assert answer.state is not None and answer.state.type == StateType.COMPLETED
+    assert state_names(run.id) == ["Pending", "Running", "Completed"]
+
+
+def test_flush_waits_only_for_what_was_queued_before(settings: Settings) -> None:
+    reporter = StateReporter(settings)
+    assert reporter.flush(0.01)  # nothing queued: immediately true
+    (run,) = creates(1)
+    reporter.create_task_run(run)
+    assert reporter.flush(30)
+    assert state_names(run.id) == ["Pending"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_api_down_then_up_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port = _free_port()
+    home = tmp_path / "home"
+    server = start_api(Settings(home=home), mode="thread", port=port)
+    settings = Settings(home=home, api_url=server.url, api_max_retries=1)
+    server.stop()
+    runs = creates(20)
+    with use_settings(settings):
+        reporter = StateReporter(settings)
+        reporter.create_task_runs(runs)
+        for run in runs:
+            reporter.report(run.id, Running())
+            reporter.report(run.id, Completed())
+        with pytest.raises(APIUnavailable, match="60 task run reports could not be sent"):
+            reporter.flush(30)
+        assert reporter.pending() == 60
+        server = start_api(Settings(home=home), mode="thread", port=port)
+        try:
+            assert reporter.flush(60)
+            for run in runs:
+                assert state_names(run.id) == ["Pending", "Running", "Completed"]
+        finally:
+            server.stop()
+    err = capsys.readouterr().err
+    assert "could not send 60 task run reports" in err
+    assert "reachable again" in err
+
+
+def test_collecting_reporter_drains_wire_objects_in_order(settings: Settings) -> None:
+    collector = CollectingReporter()
+    (run,) = creates(1)
+    collector.create_task_run(run)
+    collector.report(run.id, Running())
+    collector.report(run.id, Completed())
+    items = collector.drain()
+    assert collector.pending() == 0 and collector.drain() == []
+    assert items[0] is run
+    assert [type(i) for i in items[1:]] == [StateReport, StateReport]
+    assert [i.state.name for i in items[1:]] == ["Running", "Completed"]
+    assert all(i.state.state_details.transition_id is not None for i in items[1:])
+    driver = StateReporter(settings)  # the driver ships what the worker collected
+    driver.extend(items)
+    assert driver.flush(30)
+    assert state_names(run.id) == ["Pending", "Running", "Completed"]
+
+
+def test_collecting_reporter_flush_sends_directly(settings: Settings) -> None:
+    collector = CollectingReporter()
+    (run,) = creates(1)
+    collector.create_task_run(run)
+    collector.report(run.id, Running())
+    assert collector.flush()
+    assert collector.pending() == 0
+    assert state_names(run.id) == ["Pending", "Running"]
+
+
+def test_collecting_reporter_keeps_items_when_the_api_is_down(tmp_path: Path) -> None:
+    dead = Settings(home=tmp_path, api_url=f"http://127.0.0.1:{_free_port()}", api_max_retries=0)
+    collector = CollectingReporter()
+    (run,) = creates(1)
+    collector.create_task_run(run)
+    collector.report(run.id, Running())
+    with use_settings(dead), pytest.raises(APIUnavailable):
+        collector.flush()
+    assert collector.pending() == 2
+    assert [type(i).__name__ for i in collector.drain()] == ["TaskRunCreate", "StateReport"]
+
+
+def test_one_reporter_per_process() -> None:
+    assert get_state_reporter() is get_state_reporter()
