@@ -18,7 +18,10 @@ _OPEN_PATHS = frozenset({"/api/health"})
 
 
 async def send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
 ) -> None:
     payload = json.dumps(body).encode()
     await send(

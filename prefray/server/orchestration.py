@@ -141,6 +141,8 @@ class RetryCrashedTaskRuns(Rule):
 
 
 class CancellingOnlyBecomesCancelled(Rule):
+    """Once cancellation is requested, the only way on is Cancelled."""
+
     FROM_STATES = frozenset({StateType.CANCELLING})
     TO_STATES = ALL_TYPES - {StateType.CANCELLED}
 
@@ -150,6 +152,8 @@ class CancellingOnlyBecomesCancelled(Rule):
 
 
 class FinishedRunsNeverRunAgain(Rule):
+    """A Completed run is never run a second time."""
+
     FROM_STATES = frozenset({StateType.COMPLETED})
     TO_STATES = frozenset({StateType.RUNNING})
 
@@ -182,6 +186,8 @@ class TerminalRunsAcceptNoNewState(Rule):
 
 
 class WaitForScheduledTime(Rule):
+    """A Scheduled run starts no earlier than its scheduled time (WAIT until then)."""
+
     FROM_STATES = frozenset({StateType.SCHEDULED})
     TO_STATES = frozenset({StateType.RUNNING})
 
@@ -202,6 +208,8 @@ class WaitForScheduledTime(Rule):
 
 
 class UseCachedResult(Rule):
+    """A task run with a valid cached result completes as Cached instead of running."""
+
     FROM_STATES = frozenset(_NOT_TERMINAL) | {None}
     TO_STATES = frozenset({StateType.RUNNING})
     KINDS = frozenset({"task"})

@@ -26,4 +26,6 @@ def lock_rows(db: Database) -> bool:
 
 def json_response(adapter: TypeAdapter[Any], value: Any, status_code: int = 200) -> Response:
     """Serialize in one pass in pydantic-core (the route's response_model documents it)."""
-    return Response(adapter.dump_json(value), status_code=status_code, media_type="application/json")
+    return Response(
+        adapter.dump_json(value), status_code=status_code, media_type="application/json"
+    )
