@@ -198,8 +198,10 @@ class BatchShipper:
             self._wake.wait(self.interval)
             self._wake.clear()
             self._kick.clear()
-            with contextlib.suppress(Exception):  # the thread must outlive any bug
+            try:
                 self._ship_all()
+            except Exception as exc:  # a bug here must not end the thread; items stay queued
+                _warn(f"internal error while sending {self.what}: {exc!r}")
 
     def _ship_all(self) -> None:
         while True:
