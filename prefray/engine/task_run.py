@@ -144,10 +144,10 @@ class _TaskRunEngine:
         with self.context:
             if timeout is None:
                 return self._invoke()
+            # async functions are also cancelled by asyncio; the helper thread makes
+            # the wait end on time even if the coroutine blocks its loop
             error = TaskRunTimeout(f"Task run exceeded timeout of {timeout} seconds")
-            if inspect.iscoroutinefunction(self.task.fn):
-                return self._invoke(timeout)
-            return call_with_timeout(self._invoke, timeout, error)
+            return call_with_timeout(lambda: self._invoke(timeout), timeout, error)
 
     def _invoke(self, timeout: float | None = None) -> Any:
         fn, args, kwargs = self.task.fn, self.args, self.kwargs

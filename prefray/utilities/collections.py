@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from prefray.states import State
 from prefray.utilities.annotations import BaseAnnotation, quote
 
 __all__ = ["visit_collection"]
@@ -30,7 +31,7 @@ def visit_collection(expr: Any, visit: Callable[[Any], Any], return_data: bool =
     result = visit(expr)
     if return_data and result is not expr:
         return result
-    if isinstance(expr, quote):
+    if isinstance(expr, (quote, State)):  # a State holds no futures; keep its payload
         return expr if return_data else None
     rebuilt = _visit_children(expr, visit, return_data)
     return rebuilt if return_data else None
@@ -57,7 +58,9 @@ def _visit_children(expr: Any, visit: Callable[[Any], Any], return_data: bool) -
         return _rebuild_dataclass(expr, values) if return_data else expr
     if isinstance(expr, BaseModel):
         values = {name: again(getattr(expr, name)) for name in type(expr).model_fields}
-        return expr.model_construct(**values) if return_data else expr
+        if not return_data or all(values[n] is getattr(expr, n) for n in values):
+            return expr  # unchanged: keep the instance (and its private attributes)
+        return expr.model_copy(update=values)
     return expr
 
 
