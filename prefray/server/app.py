@@ -30,7 +30,7 @@ from prefray.exceptions import ObjectNotFound
 from prefray.server.api import flow_runs, logs, meta, task_runs
 from prefray.server.api.meta import API_VERSION
 from prefray.server.database import Database, migrate
-from prefray.server.middleware import BearerAuth, BodyLimit
+from prefray.server.middleware import BearerAuth, BodyGuard
 from prefray.settings import Settings, get_current_settings
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app"]
@@ -71,7 +71,7 @@ def create_app(
         app.include_router(module.router)
     _install_error_handlers(app)
     # added last = outermost: auth is checked before any body is read
-    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+    app.add_middleware(BodyGuard, max_bytes=max_request_bytes)
     if settings.api_key is not None and settings.api_key.get_secret_value():
         app.add_middleware(BearerAuth, api_key=settings.api_key.get_secret_value())
     return app
@@ -84,6 +84,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.DataError, _unstorable)
     app.add_exception_handler(sa_exc.StatementError, _statement_error)
     app.add_exception_handler(UnicodeError, _bad_text)
+    app.add_exception_handler(OverflowError, _too_large_number)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -136,13 +137,18 @@ async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
 async def _statement_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, sa_exc.StatementError)
     orig = exc.orig
-    if isinstance(orig, ValueError | TypeError | UnicodeError):
+    if isinstance(orig, ValueError | TypeError | ArithmeticError):
         # raised while binding parameters: a value from the request, e.g. NaN in JSON
         return JSONResponse(
             status_code=422,
             content={"detail": f"a value in this request cannot be stored: {orig}"},
         )
-    if isinstance(exc, sa_exc.OperationalError) and "locked" in str(orig):
+    sqlstate = str(getattr(getattr(orig, "driver_exception", orig), "sqlstate", "") or "")
+    if sqlstate.startswith("22"):  # PostgreSQL "data exception": a value it cannot store
+        return await _unstorable(request, exc)
+    if sqlstate in ("40001", "40P01") or (
+        isinstance(exc, sa_exc.OperationalError) and "locked" in str(orig)
+    ):
         return JSONResponse(
             status_code=503,
             headers={"Retry-After": "1"},
@@ -155,4 +161,11 @@ async def _bad_text(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         status_code=422,
         content={"detail": f"text in this request is not valid Unicode: {exc}"},
+    )
+
+
+async def _too_large_number(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        status_code=422,
+        content={"detail": f"a number in this request is out of the storable range: {exc}"},
     )

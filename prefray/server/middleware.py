@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BearerAuth", "BodyLimit", "send_json"]
+__all__ = ["BearerAuth", "BodyGuard", "send_json"]
 
 _OPEN_PATHS = frozenset({"/api/health"})
 
@@ -73,8 +74,14 @@ class _TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413, before the app reads them."""
+# a JSON escape of a UTF-16 surrogate; valid only as part of a pair
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class BodyGuard:
+    """Read the request body up front, bounded by `max_bytes` (413 beyond it), and
+    refuse JSON text that is not valid Unicode (a lone surrogate escape such as
+    "\\ud800" would be stored, then break every answer that includes it)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -88,16 +95,24 @@ class BodyLimit:
         if length is not None and length > self.max_bytes:
             await self._refuse(send)
             return
-        if length is None:
-            # no declared length (chunked): read it here, bounded, then replay
-            try:
-                receive = await self._buffered(receive)
-            except _TooLarge:
-                await self._refuse(send)
-                return
+        try:
+            body, receive = await self._buffered(receive)
+        except _TooLarge:
+            await self._refuse(send)
+            return
+        if _has_lone_surrogate(body):
+            await send_json(
+                send,
+                422,
+                {
+                    "detail": "invalid request: the body contains a lone UTF-16 surrogate "
+                    "escape (e.g. \\ud800), which is not valid Unicode text"
+                },
+            )
+            return
         await self.app(scope, receive, send)
 
-    async def _buffered(self, receive: Receive) -> Receive:
+    async def _buffered(self, receive: Receive) -> tuple[bytes, Receive]:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -111,12 +126,13 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+        body = b"".join(chunks)
+        replay: list[Message] = [{"type": "http.request", "body": body}]
 
         async def replayed() -> Message:
             return replay.pop() if replay else await receive()
 
-        return replayed
+        return body, replayed
 
     async def _refuse(self, send: Send) -> None:
         await send_json(
@@ -127,6 +143,22 @@ class BodyLimit:
                 f"{self.max_bytes} bytes; send fewer items per request"
             },
         )
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    if b"\\u" not in body or _SURROGATE_ESCAPE.search(body) is None:
+        return False
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # not JSON: the app answers 422 for that
+    try:
+        json.dumps(decoded, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:

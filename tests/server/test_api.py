@@ -295,11 +295,12 @@ async def test_cache_hit_across_task_runs(client: httpx.AsyncClient) -> None:
     first, second, third = await _task_runs(client, fr["id"], 3)
     data = {"storage_key": "result-1", "serializer": "pickle"}
     expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
+    details = {"cache_key": "k1", "cache_expiration": expires}
+    done = _state("COMPLETED", data=data, state_details=details)
     await _report(
         client,
         [{"task_run_id": first["id"], "state": _state("RUNNING")},
-         {"task_run_id": first["id"], "state": _state(
-             "COMPLETED", data=data, state_details={"cache_key": "k1", "cache_expiration": expires})}],
+         {"task_run_id": first["id"], "state": done}],
     )  # fmt: skip
     hit = await _report(
         client,
@@ -345,8 +346,8 @@ async def test_logs(client: httpx.AsyncClient) -> None:
     fr = await _flow_run(client)
     t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
     logs = [
-        {"level": 10 * (i % 5), "message": f"m{i}", "timestamp": (t0 + dt.timedelta(seconds=i)).isoformat(),
-         "flow_run_id": fr["id"]}
+        {"level": 10 * (i % 5), "message": f"m{i}", "flow_run_id": fr["id"],
+         "timestamp": (t0 + dt.timedelta(seconds=i)).isoformat()}
         for i in reversed(range(10))
     ]  # fmt: skip
     r = await client.post("/api/logs/", json=logs)
@@ -359,3 +360,13 @@ async def test_logs(client: httpx.AsyncClient) -> None:
     assert {log["level"] for log in high} == {30, 40}
     page = (await client.post("/api/logs/filter", json={"limit": 3, "offset": 2})).json()
     assert [log["message"] for log in page] == ["m2", "m3", "m4"]
+
+
+async def test_log_with_nul_is_kept(client: httpx.AsyncClient) -> None:
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    r = await client.post(
+        "/api/logs/", json=[{"level": 20, "message": "a\u0000b", "timestamp": now}]
+    )
+    assert r.status_code == 201
+    [log] = (await client.post("/api/logs/filter", json={})).json()
+    assert log["message"].startswith("a") and log["message"].endswith("b")

@@ -18,8 +18,17 @@ _LOGS = LogORM.__table__
 
 async def create_logs(conn: AsyncConnection, items: Sequence[LogCreate]) -> int:
     if items:
-        await conn.execute(sa.insert(_LOGS), [item.model_dump() for item in items])
+        await conn.execute(sa.insert(_LOGS), [_row(item) for item in items])
     return len(items)
+
+
+def _row(item: LogCreate) -> dict[str, Any]:
+    row = item.model_dump()
+    # PostgreSQL text cannot hold NUL; a log line is kept rather than refused
+    for key in ("message", "name"):
+        if "\x00" in row[key]:
+            row[key] = row[key].replace("\x00", "\ufffd")
+    return row
 
 
 async def read_logs(conn: AsyncConnection, flt: LogFilter) -> list[Log]:
