@@ -47,7 +47,8 @@ def _templates(ids: dict[str, str]) -> dict[tuple[str, str], Any]:
              "data": {"storage_key": "k"}}  # fmt: skip
     task = {"name": "t", "flow_run_id": fr, "task_key": "k", "dynamic_key": "1", "tags": ["a"],
             "empirical_policy": {"retries": 1, "retry_delay": [1, 2], "retry_jitter_factor": 0.1},
-            "task_inputs": {"x": [{"input_type": "task_run", "id": tr}]}, "state": state}  # fmt: skip
+            "task_inputs": {"x": [{"input_type": "task_run", "id": tr}]},
+            "state": state}  # fmt: skip
     return {
         ("POST", "/api/flow_runs/"): {"flow_name": "f", "name": "n", "parameters": {"a": 1},
                                       "tags": ["t"], "state": state, "entrypoint": "m:f"},
@@ -60,7 +61,8 @@ def _templates(ids: dict[str, str]) -> dict[tuple[str, str], Any]:
         ("POST", "/api/task_runs/filter"): {"flow_run_id": fr, "tags": ["a"], "limit": 3},
         ("POST", f"/api/task_runs/{tr}/set_state"): {"state": state},
         ("POST", "/api/task_runs/states"): [{"task_run_id": tr, "state": state}],
-        ("POST", "/api/logs/"): [{"level": 20, "message": "m", "timestamp": NOW, "flow_run_id": fr}],
+        ("POST", "/api/logs/"): [{"level": 20, "message": "m", "timestamp": NOW,
+                                  "flow_run_id": fr}],
         ("POST", "/api/logs/filter"): {"flow_run_id": fr, "level_ge": 10},
     }  # fmt: skip
 
