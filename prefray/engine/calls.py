@@ -23,7 +23,7 @@ from prefray.engine.upstream import upstream_ids
 from prefray.futures import DoneFuture, PrefrayFuture
 from prefray.schemas import TaskRun, TaskRunCreate, TaskRunInput
 from prefray.settings import get_current_settings
-from prefray.states import Pending, State
+from prefray.states import State
 from prefray.utilities.callables import get_call_parameters
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def submit_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> Prefray
 
 
 def map_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> list[PrefrayFuture]:
-    """`task.map(...)`: one task run per item, created in one request; futures."""
+    """`task.map(...)`: one task run per item, created in bulk; futures."""
     flow_ctx = _require_flow("map", task)
     parameters = get_call_parameters(task.fn, args, kwargs)
     per_run = expand_map_parameters(task.fn, parameters)
@@ -133,7 +133,7 @@ def _task_run_create(
         tags=_tags(task),
         task_inputs=inputs,
         empirical_policy=task.empirical_policy,
-        state=Pending(),
+        state=None,  # the server starts every run Pending: one State less per run
     )
 
 
@@ -165,14 +165,10 @@ def _tags(task: Task) -> list[str]:
 
 
 def _create_in_bulk(calls: list[TaskRunCall], task: Task) -> None:
-    if not calls:
-        return
-    from prefray.client import get_client
-
-    creates = [_create_from_run(call.task_run) for call in calls]
-    _reporter().flush(get_current_settings().api_request_timeout)  # keep creates in order
-    with get_client(sync_client=True) as client:
-        client.create_task_runs(creates)
+    """Queue the creations together: the reporter sends them in bulk requests
+    (one per batch), off the critical path, before any state of these runs."""
+    if calls:
+        _reporter().create_task_runs([_create_from_run(call.task_run) for call in calls])
 
 
 def _create_from_run(run: TaskRun) -> TaskRunCreate:
