@@ -76,6 +76,9 @@ class Database:
                 connect_args={"timeout": _BUSY_TIMEOUT_S},
                 pool_size=8,
                 max_overflow=8,
+                # every write ends in an explicit COMMIT/ROLLBACK and reads run in
+                # autocommit (see `_on_begin`): the reset would be a wasted round trip
+                pool_reset_on_return=None,
             )
             _install_sqlite_hooks(engine)
             return engine
@@ -125,5 +128,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        write = conn.get_execution_options().get("prefray_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # reads stay in autocommit (each statement sees a consistent snapshot of
+        # its own); writes take the write lock up front
+        if conn.get_execution_options().get("prefray_write", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
