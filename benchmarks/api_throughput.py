@@ -1,0 +1,180 @@
+"""API throughput over a real port, on SQLite and PostgreSQL.
+
+    .venv/bin/python benchmarks/api_throughput.py [--n 10000] [--single 1000]
+        [--concurrency 8] [--no-postgres]
+
+Measures task runs created per second (one per request, and in bulk) and
+task-run state reports ingested per second (one per request, and batched),
+and prints a table. The server runs in its own process (`python -m
+prefray.server`), so client and server do not share a GIL. PostgreSQL is a
+throw-away database on 127.0.0.1:5432, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+BATCH = 1000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _server(database_url: str | None) -> Iterator[str]:
+    home = tempfile.mkdtemp(prefix="prefray-bench-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFRAY_")}
+    env["PREFRAY_HOME"] = home
+    if database_url:
+        env["PREFRAY_API_DATABASE_URL"] = database_url
+    port = _free_port()
+    cmd = [sys.executable, "-m", "prefray.server", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(cmd, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _task(flow_run_id: str, i: int) -> dict[str, Any]:
+    return {
+        "name": f"t-{i}",
+        "flow_run_id": flow_run_id,
+        "task_key": "bench",
+        "dynamic_key": str(i),
+    }
+
+
+async def _concurrently(n: int, workers: int, one: Callable[[int], Awaitable[None]]) -> float:
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for i in queue:
+            await one(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return n / (time.perf_counter() - start)
+
+
+async def _measure(url: str, n: int, single: int, workers: int) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=workers)
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=300, limits=limits) as c:
+        fr = (await c.post("/api/flow_runs/", json={"flow_name": "bench"})).json()["id"]
+        out: dict[str, float] = {}
+        singles: list[str] = []
+
+        async def create_one(i: int) -> None:
+            r = await c.post("/api/task_runs/", json=_task(fr, i))
+            r.raise_for_status()
+            singles.append(r.json()["id"])
+
+        out["create, 1 per request"] = await _concurrently(single, workers, create_one)
+
+        start = time.perf_counter()
+        runs: list[str] = []
+        for lo in range(0, n, BATCH * 10):
+            body = [_task(fr, single + i) for i in range(lo, min(n, lo + BATCH * 10))]
+            r = await c.post("/api/task_runs/bulk", json=body)
+            r.raise_for_status()
+            runs.extend(t["id"] for t in r.json())
+        out[f"create, bulk of {BATCH * 10}"] = n / (time.perf_counter() - start)
+
+        async def report_one(i: int) -> None:
+            report = [{"task_run_id": singles[i], "state": {"type": "RUNNING"}}]
+            r = await c.post("/api/task_runs/states", json=report)
+            r.raise_for_status()
+
+        out["state report, 1 per request"] = await _concurrently(single, workers, report_one)
+
+        start = time.perf_counter()
+        for state_type in ("RUNNING", "COMPLETED"):
+            for lo in range(0, n, BATCH):
+                tid = str(uuid.uuid4())
+                body = [
+                    {"task_run_id": rid, "state": {"type": state_type,
+                                                   "state_details": {"transition_id": tid}}}
+                    for rid in runs[lo : lo + BATCH]
+                ]  # fmt: skip
+                r = await c.post("/api/task_runs/states", json=body)
+                r.raise_for_status()
+        out[f"state report, batches of {BATCH}"] = 2 * n / (time.perf_counter() - start)
+        return out
+
+
+async def _create_pg() -> str:
+    import asyncpg
+
+    name = f"prefray_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    return name
+
+
+async def _drop_pg(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="task runs for the bulk paths")
+    parser.add_argument("--single", type=int, default=1_000, help="requests for the 1-per paths")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    with _server(None) as url:
+        results["SQLite"] = asyncio.run(_measure(url, args.n, args.single, args.concurrency))
+    if not args.no_postgres:
+        name = asyncio.run(_create_pg())
+        try:
+            with _server(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}") as url:
+                results["PostgreSQL"] = asyncio.run(
+                    _measure(url, args.n, args.single, args.concurrency)
+                )
+        finally:
+            asyncio.run(_drop_pg(name))
+    backends = list(results)
+    rows = list(next(iter(results.values())))
+    print(f"\nN={args.n} (bulk/batched), {args.single} single requests, "
+          f"{args.concurrency} concurrent clients; items per second")  # fmt: skip
+    print(f"| {'operation':<32} | " + " | ".join(f"{b:>10}" for b in backends) + " |")
+    print(f"|{'-' * 34}|" + "|".join("-" * 12 for _ in backends) + "|")
+    for row in rows:
+        print(f"| {row:<32} | " + " | ".join(f"{results[b][row]:>10,.0f}" for b in backends) + " |")
+
+
+if __name__ == "__main__":
+    main()
