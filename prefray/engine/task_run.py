@@ -15,6 +15,7 @@ server is asked (blocking) only for a cache lookup or a retry.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import inspect
 import logging
@@ -141,13 +142,20 @@ class _TaskRunEngine:
 
     def call_function(self) -> Any:
         timeout = self.task.timeout_seconds
-        with self.context:
+        with self.context, self._print_redirect():
             if timeout is None:
                 return self._invoke()
             # async functions are also cancelled by asyncio; the helper thread makes
             # the wait end on time even if the coroutine blocks its loop
             error = TaskRunTimeout(f"Task run exceeded timeout of {timeout} seconds")
             return call_with_timeout(lambda: self._invoke(timeout), timeout, error)
+
+    def _print_redirect(self) -> Any:
+        if not (self.context.log_prints or self.call.log_prints):
+            return contextlib.nullcontext()
+        from prefray.logging import patch_print
+
+        return patch_print(enabled=self.context.log_prints)
 
     def _invoke(self, timeout: float | None = None) -> Any:
         fn, args, kwargs = self.task.fn, self.args, self.kwargs
