@@ -1,0 +1,128 @@
+"""The process's Ray connection: joined once, shared, shut down by its owner.
+
+A runner that finds Ray initialised reuses it (a subflow with its own
+`RayTaskRunner`, a user who called `ray.init` first, a test fixture). A runner
+that calls `ray.init` itself owns the connection: it is shut down when the
+last runner using it stops. Runners in concurrent flows share it.
+
+`check_api_reachable` runs a tiny task on the cluster that asks the API for
+`/health`, once per (Ray job, API URL), so a cluster that cannot reach the API
+fails at once with an error that says how to fix it, instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from prefray.exceptions import ConfigurationError, TaskRunnerError
+
+__all__ = ["acquire", "check_api_reachable", "release"]
+
+logger = logging.getLogger("prefray.task_runners.ray")
+
+PROBE_HTTP_TIMEOUT = 5.0  # seconds the worker waits for the API
+PROBE_TASK_TIMEOUT = 120.0  # seconds for the cluster to run the probe at all (cold workers)
+
+_lock = threading.Lock()
+_users = 0
+_owned = False  # whether a runner (not the user) called ray.init
+_probed: set[tuple[str, str]] = set()
+
+
+def acquire(address: str | None, init_kwargs: Mapping[str, Any]) -> None:
+    """Make sure this process is connected to Ray; count one more user."""
+    global _users, _owned
+    import ray
+
+    with _lock:
+        if not ray.is_initialized():
+            _init(ray, address, init_kwargs)
+            _owned = True
+        elif _users == 0:
+            _owned = False  # initialised by someone else: never ours to shut down
+        _users += 1
+
+
+def _init(ray: Any, address: str | None, init_kwargs: Mapping[str, Any]) -> None:
+    kwargs = dict(init_kwargs)
+    if address is not None:
+        kwargs["address"] = address
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+        raise TaskRunnerError(
+            f"RayTaskRunner could not connect to {where}: {type(exc).__name__}: {exc}. "
+            "Check the address (None: start a local cluster; 'auto': the cluster started "
+            "with `ray start` on this machine; 'ray://host:10001': a remote head)."
+        ) from exc
+    logger.debug("connected to Ray (%s)", address or "new local cluster")
+
+
+def release() -> None:
+    """One user fewer; the last one shuts down a connection a runner opened."""
+    global _users, _owned
+    import ray
+
+    with _lock:
+        _users = max(0, _users - 1)
+        if _users == 0 and _owned:
+            _owned = False
+            _probed.clear()
+            ray.shutdown()
+
+
+def _job_key(ray: Any) -> str:
+    try:
+        return str(ray.get_runtime_context().get_job_id())
+    except Exception:
+        return "unknown-job"
+
+
+def check_api_reachable(url: str | None) -> None:
+    """Raise ConfigurationError unless a Ray worker can reach the API at `url`."""
+    if not url:
+        return  # nothing to check: the engine resolves the embedded API's URL first
+    import ray
+
+    key = (_job_key(ray), url)
+    if key in _probed:
+        return
+    from task_runners.ray.worker import remote_probe
+
+    problem = _run_probe(ray, remote_probe(), url)
+    if problem is not None:
+        raise ConfigurationError(
+            f"Ray workers cannot reach the prefray API at {url} ({problem}). Task runs on "
+            "this cluster could not record their states and logs, so nothing was submitted. "
+            "Run the API where the workers can reach it (`prefray server start --host "
+            "0.0.0.0`, with PREFRAY_API_KEY set to protect it) and set PREFRAY_API_URL on "
+            "the driver to an address the workers can reach, e.g. "
+            "http://<driver-host>:4200/api."
+        )
+    with _lock:
+        _probed.add(key)
+
+
+def _run_probe(ray: Any, probe: Any, url: str) -> str | None:
+    ref = probe.remote(url, PROBE_HTTP_TIMEOUT)
+    try:
+        return ray.get(ref, timeout=PROBE_TASK_TIMEOUT)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise TaskRunnerError(
+            f"The Ray cluster did not run a probe task within {PROBE_TASK_TIMEOUT:g} s; "
+            "is it out of resources, or are its workers failing to start?"
+        ) from None
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", exc)
+        if isinstance(cause, ModuleNotFoundError):
+            raise TaskRunnerError(
+                f"prefray is not importable on the Ray workers ({cause}). Install prefray "
+                "in the cluster's Python environment, or ship it with "
+                "init_kwargs={'runtime_env': {'py_modules': [...]}}."
+            ) from exc
+        raise

@@ -1,0 +1,261 @@
+"""The driver's monitor: one thread that turns Ray outcomes into final states.
+
+Ray tells us an attempt is over through `ObjectRef.future()` (its callback only
+queues an event). The monitor thread then, in order:
+
+- a result: ships the worker's collected transitions through the driver's
+  batched reporter, and sets the future's final state (the value stays in the
+  object store);
+- a Ray error (worker died, node died, object lost, out of memory): if an
+  upstream the attempt consumed was itself lost, the attempt never ran: it is
+  sent again once those upstreams are final. Otherwise the task run crashed:
+  the driver proposes `Crashed` with Ray's error text; the server answers with
+  a retry (AwaitingRetry) while the task's `retries` allow, and the attempt is
+  re-submitted at the scheduled time; else the run ends Crashed;
+- a cancellation by `cancel_all`: the run ends Cancelled.
+
+Every plan ends with `future.set_final(...)`, whatever happens here, so a flow
+never waits forever on a run the monitor gave up on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from prefray.settings import use_settings
+from prefray.states import Cancelled, Crashed, State
+from task_runners.ray.errors import describe, is_dependency_failure, user_facing_error
+from task_runners.ray.futures import RayState
+from task_runners.ray.payload import WorkerResult, restore_exception
+from task_runners.ray.submission import Attempt, Plan, Submitter
+
+__all__ = ["Monitor"]
+
+logger = logging.getLogger("prefray.task_runners.ray")
+
+
+class Monitor:
+    def __init__(self, submitter: Submitter) -> None:
+        self.submitter = submitter
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._outstanding: dict[int, Attempt] = {}  # id(plan) -> its live attempt
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._timers: list[tuple[float, int, Plan, int]] = []
+        self._tick = itertools.count()
+        self._cancelling = False
+        self._thread = threading.Thread(target=self._run, name="prefray-ray-monitor", daemon=True)
+        self._thread.start()
+
+    # called from the flow's thread ---------------------------------------------------
+    def start(self, plan: Plan) -> None:
+        self._launch(plan, 1)
+
+    def cancel_all(self) -> None:
+        """Cancel every outstanding Ray task; their runs end Cancelled."""
+        import ray
+
+        with self._lock:
+            self._cancelling = True
+            attempts = list(self._outstanding.values())
+        for attempt in attempts:
+            attempt.cancelled = True
+            try:
+                ray.cancel(attempt.state_ref, force=True)
+            except Exception as exc:  # already finished, or the connection is gone
+                logger.debug("could not cancel %s: %s", attempt.plan.call.task_run.name, exc)
+        self._events.put(("cancel_timers",))
+
+    def close(self, timeout: float) -> None:
+        """Wait (bounded) for outstanding runs, then stop; what is left ends Cancelled."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._outstanding and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, deadline - time.monotonic()))
+            leftover = list(self._outstanding.values())
+        if leftover:
+            self.cancel_all()
+            for attempt in leftover:
+                self._events.put(("abandon", attempt))
+        self._events.put(("stop",))
+        self._thread.join(timeout=30)
+
+    # the monitor thread ------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            event = self._next_event()
+            if event is None:
+                continue
+            if event[0] == "stop":
+                return
+            try:
+                self._handle(event)
+            except Exception as exc:  # a bug here must not leave a flow waiting forever
+                logger.exception("internal error in the Ray runner's monitor")
+                for item in event[1:]:
+                    if isinstance(item, Attempt):
+                        self._settle(item, Crashed(message=f"prefray's Ray runner failed: {exc!r}"))
+
+    def _next_event(self) -> tuple[Any, ...] | None:
+        timeout = None
+        if self._timers:
+            due, _, plan, number = self._timers[0]
+            timeout = due - time.monotonic()
+            if timeout <= 0:
+                heapq.heappop(self._timers)
+                return ("launch", plan, number)
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "done":
+            self._on_done(event[1], event[2])
+        elif kind == "recheck":
+            self._on_error(event[1], event[2], upstreams_final=True)
+        elif kind == "launch":
+            self._relaunch(event[1], event[2])
+        elif kind == "abandon":
+            self._settle(event[1], _cancelled(), report=True)
+        elif kind == "cancel_timers":
+            timers, self._timers = self._timers, []
+            for _, _, plan, _ in timers:
+                self._finish(plan, _cancelled(), report=True)
+
+    def _launch(self, plan: Plan, number: int) -> None:
+        if self._cancelling:
+            self._finish(plan, _cancelled(), report=True)
+            return
+        attempt = self.submitter.send(plan, number)
+        with self._lock:
+            self._outstanding[id(plan)] = attempt
+        attempt.state_ref.future().add_done_callback(
+            lambda done: self._events.put(("done", attempt, done))
+        )
+
+    def _relaunch(self, plan: Plan, number: int) -> None:
+        try:
+            self._launch(plan, number)
+        except Exception as exc:
+            with self._lock:
+                self._outstanding.pop(id(plan), None)
+                self._idle.notify_all()
+            message = f"The Ray runner could not submit this task run again: {exc}"
+            self._finish(plan, Crashed(message=message).with_exception(exc), report=True)
+
+    def _on_done(self, attempt: Attempt, done: Any) -> None:
+        try:
+            result: WorkerResult = done.result()
+        except BaseException as exc:  # Ray's error for this attempt
+            self._on_error(attempt, exc, upstreams_final=False)
+            return
+        state = result.state
+        restore_exception(state.exception)
+        call = attempt.plan.call
+        if result.reports:
+            with use_settings(call.settings):
+                _reporter().extend(result.reports)
+        self._settle(attempt, RayState.from_worker(state, attempt.value_ref))
+
+    def _on_error(self, attempt: Attempt, exc: BaseException, upstreams_final: bool) -> None:
+        if attempt.cancelled:
+            self._settle(attempt, _cancelled(), report=True)
+            return
+        if is_dependency_failure(exc) and attempt.consumed:
+            if not upstreams_final:
+                self._recheck_when_upstreams_final(attempt, exc)
+                return
+            if any(upstream.failed for upstream in attempt.consumed):
+                # it never ran: an input was lost with its producer; run it again
+                # with the producers' final outcomes (no retry is used up)
+                self._relaunch(attempt.plan, attempt.number)
+                return
+        attempt.failed = True
+        self._crashed(attempt, exc)
+
+    def _recheck_when_upstreams_final(self, attempt: Attempt, exc: BaseException) -> None:
+        futures = {id(a.plan.future): a.plan.future for a in attempt.consumed}
+        remaining = [len(futures)]
+        lock = threading.Lock()
+
+        def one_done(_: Any) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self._events.put(("recheck", attempt, exc))
+
+        for future in futures.values():
+            future._add_done_callback(one_done)
+
+    def _crashed(self, attempt: Attempt, exc: BaseException) -> None:
+        """Propose Crashed; the server's answer says whether the retries allow another go."""
+        plan = attempt.plan
+        task, call = plan.call.task, plan.call
+        state = Crashed(message=f"Ray could not run this task run: {describe(exc)}")
+        if attempt.number > task.retries:
+            state.state_details.retriable = False
+        answer = _propose(call, state)
+        if answer is not None and answer.state is not None and answer.state.is_scheduled():
+            # the plan stays outstanding (close() waits for it) until its retry ends
+            due = _delay_until(answer.state.state_details.scheduled_time)
+            heapq.heappush(self._timers, (due, next(self._tick), plan, attempt.number + 1))
+            logger.info("%s crashed (%s); retrying", call.task_run.name, describe(exc))
+            return
+        self._settle(attempt, state.with_exception(user_facing_error(exc)))
+
+    # endings ---------------------------------------------------------------------
+    def _settle(self, attempt: Attempt, state: State, report: bool = False) -> None:
+        with self._lock:
+            if self._outstanding.get(id(attempt.plan)) is attempt:
+                del self._outstanding[id(attempt.plan)]
+            self._idle.notify_all()
+        self._finish(attempt.plan, state, report)
+
+    def _finish(self, plan: Plan, state: State, report: bool) -> None:
+        if plan.future.is_final():
+            return  # settled already (a cancelled run that was abandoned first)
+        if report:
+            with use_settings(plan.call.settings):
+                _reporter().report(plan.call.task_run.id, state.copy_for_wire())
+        plan.future.set_final(state)
+
+
+def _cancelled() -> State:
+    return Cancelled(message="The flow run ended before this task run finished on Ray.")
+
+
+def _reporter() -> Any:
+    from prefray.engine.reporting import get_state_reporter
+
+    return get_state_reporter()
+
+
+def _propose(call: Any, state: State) -> Any:
+    """A blocking proposal (after the driver's queued reports): None if the API is away."""
+    from prefray.client import get_client
+
+    try:
+        with use_settings(call.settings):
+            _reporter().flush(call.settings.api_request_timeout)
+            with get_client(sync_client=True) as client:
+                return client.set_task_run_state(call.task_run.id, state)
+    except Exception as exc:
+        logger.error("could not report %s for %s: %s", state.name, call.task_run.name, exc)
+        return None
+
+
+def _delay_until(when: Any) -> float:
+    from prefray.states import now
+
+    if when is None:
+        return time.monotonic()
+    return time.monotonic() + max(0.0, (when - now()).total_seconds())

@@ -1,0 +1,167 @@
+"""The worker side: what a Ray worker process runs for one task run.
+
+`execute` is the remote function (wrapped with `ray.remote` once per process,
+see `remote_execute`). On the worker it rebuilds the `TaskRunCall`, runs the
+engine's entry point with a `CollectingReporter` (its transitions travel back
+with the state, so the driver ships them in its batches), flushes what the
+task logged, and returns `(WorkerResult, value)`: Ray keeps the value in the
+object store, where downstream tasks read it.
+
+Per worker process it keeps the deserialised (task, settings) payloads, and,
+through prefray's client pools, one API connection pool per API URL.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import threading
+from typing import Any
+
+from task_runners.ray.payload import (
+    CallSpec,
+    NotCompleted,
+    SharedPayload,
+    Upstream,
+    WorkerResult,
+    portable_exception,
+)
+
+__all__ = ["execute", "probe_api", "remote_execute", "remote_probe"]
+
+_PAYLOAD_CACHE_SIZE = 64
+_payloads: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDict()
+_payloads_lock = threading.Lock()
+
+
+def execute(shared: SharedPayload, spec: CallSpec, *upstream_values: Any) -> tuple[Any, Any]:
+    from prefray.engine.reporting import CollectingReporter
+    from prefray.engine.task_run import run_task
+
+    task, settings = _load_shared(shared)
+    call = _rebuild_call(task, settings, spec, upstream_values)
+    reporter = CollectingReporter()
+    call.reporter = reporter
+    state = run_task(call, raise_crash=False)  # a BaseException comes back as Crashed
+    _flush_task_logs(settings)
+    return _split_result(state, reporter.drain())
+
+
+def _load_shared(shared: SharedPayload) -> tuple[Any, Any]:
+    with _payloads_lock:
+        found = _payloads.get(shared.key)
+        if found is not None:
+            _payloads.move_to_end(shared.key)
+            return found
+    import ray
+
+    found = ray.get(shared.ref)
+    with _payloads_lock:
+        _payloads[shared.key] = found
+        while len(_payloads) > _PAYLOAD_CACHE_SIZE:
+            _payloads.popitem(last=False)
+    return found
+
+
+def _rebuild_call(task: Any, settings: Any, spec: CallSpec, values: tuple[Any, ...]) -> Any:
+    from prefray.engine.call import TaskRunCall
+
+    parameters, wait_for = spec.parameters, spec.wait_for
+    if values:
+        futures = [_resolved_future(spec.upstream_ids[i], v) for i, v in enumerate(values)]
+        parameters = _substitute(parameters, futures)
+        wait_for = _substitute(wait_for, futures) if wait_for else wait_for
+    call = TaskRunCall(
+        task=task,
+        task_run=spec.task_run,
+        parameters=parameters,
+        settings=settings,
+        wait_for=wait_for,
+        flow_run_id=spec.flow_run_id,
+        flow_name=spec.flow_name,
+        log_prints=spec.log_prints,
+    )
+    call.dynamic_index = spec.dynamic_index
+    return call
+
+
+def _resolved_future(task_run_id: Any, value: Any) -> Any:
+    from prefray.futures import DoneFuture
+    from prefray.states import Completed
+
+    if isinstance(value, NotCompleted):
+        state = value.state
+    else:
+        state = Completed().with_value(value)
+    return DoneFuture(task_run_id, state)
+
+
+def _substitute(expr: Any, futures: list[Any]) -> Any:
+    from prefray.utilities.collections import visit_collection
+
+    def visit(item: Any) -> Any:
+        return futures[item.index] if isinstance(item, Upstream) else item
+
+    return visit_collection(expr, visit)
+
+
+def _flush_task_logs(settings: Any) -> None:
+    from prefray.logging import flush_logs
+
+    # no records queued: returns at once, no request
+    flush_logs(settings.log_flush_timeout)
+
+
+def _split_result(state: Any, reports: list[Any]) -> tuple[WorkerResult, Any]:
+    completed_value = state.is_completed() and state.has_value
+    value = state._value if completed_value else None
+    wire = state.copy_for_wire()
+    if state.exception is not None:
+        wire.with_exception(portable_exception(state.exception))
+    if not completed_value:
+        marker_state = wire.model_copy()
+        marker_state.with_exception(wire.exception)
+        value = NotCompleted(marker_state)
+    return WorkerResult(state=wire, reports=reports, pid=os.getpid(), node_id=_node_id()), value
+
+
+@functools.cache
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not on a Ray worker (a test calling execute directly)
+        return None
+
+
+def probe_api(url: str, timeout: float) -> str | None:
+    """On a worker: None if `url`/health answers, else what went wrong."""
+    import httpx
+
+    import prefray.engine.task_run  # noqa: F401 - fail here if prefray is missing
+    from prefray.client.clients import normalize_api_url
+
+    health = normalize_api_url(url) + "/api/health"
+    try:
+        answer = httpx.get(health, timeout=timeout)
+        answer.raise_for_status()
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@functools.cache
+def remote_execute() -> Any:
+    """`execute` as a Ray remote function: wrapped once per process, never per call."""
+    import ray
+
+    return ray.remote(num_returns=2, max_retries=0)(execute)
+
+
+@functools.cache
+def remote_probe() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=0, max_retries=0)(probe_api)
