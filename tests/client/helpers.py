@@ -43,7 +43,7 @@ class Flaky:
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     """Serve an ASGI app on a free loopback port; yields its URL."""
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
     server = uvicorn.Server(config)
