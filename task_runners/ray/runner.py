@@ -98,8 +98,6 @@ class RayTaskRunner(BaseTaskRunner):
     def submit(self, call: TaskRunCall) -> PrefrayFuture:
         self._check_started()
         connection.check_api_reachable(call.settings.api_url)
-        if _needs_server_decisions(call.task):
-            _flush_driver_reports(call)
         future = RayFuture(call.task_run.id, call.task_run.name)
         monitor = self._monitor
         try:
@@ -112,21 +110,6 @@ class RayTaskRunner(BaseTaskRunner):
     def cancel_all(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel_all()
-
-
-def _needs_server_decisions(task: Any) -> bool:
-    # the worker will ask the server (cache lookup, retry): the run must exist there
-    return task.cache_key_fn is not None or task.retries > 0
-
-
-def _flush_driver_reports(call: TaskRunCall) -> None:
-    from prefray.engine.reporting import get_state_reporter
-    from prefray.settings import use_settings
-
-    reporter = get_state_reporter()
-    if reporter.pending():
-        with use_settings(call.settings):
-            reporter.flush(call.settings.api_request_timeout)
 
 
 def _record_refusal(call: TaskRunCall, exc: Exception) -> None:

@@ -19,6 +19,7 @@ import os
 import threading
 from typing import Any
 
+from prefray.engine.reporting import CollectingReporter
 from task_runners.ray.payload import (
     CallSpec,
     NotCompleted,
@@ -36,16 +37,51 @@ _payloads_lock = threading.Lock()
 
 
 def execute(shared: SharedPayload, spec: CallSpec, *upstream_values: Any) -> tuple[Any, Any]:
-    from prefray.engine.reporting import CollectingReporter
     from prefray.engine.task_run import run_task
 
     task, settings = _load_shared(shared)
     call = _rebuild_call(task, settings, spec, upstream_values)
-    reporter = CollectingReporter()
+    reporter = SelfCreatingReporter(spec.task_run)
     call.reporter = reporter
     state = run_task(call, raise_crash=False)  # a BaseException comes back as Crashed
     _flush_task_logs(settings)
     return _split_result(state, reporter.drain())
+
+
+class SelfCreatingReporter(CollectingReporter):
+    """A `CollectingReporter` that, when the engine makes it send on its own (a
+    crash, a decision only the server can make), sends this run's creation first:
+    the driver queues creations of `.submit()` calls in its batches, so the run
+    may not be on the server yet. Creation is an upsert, so a replay is harmless."""
+
+    def __init__(self, task_run: Any) -> None:
+        super().__init__()
+        self._task_run: Any = task_run
+
+    def flush(self, timeout: float | None = None) -> bool:
+        if self._task_run is not None and self.pending():
+            self._items.insert(0, _creation_of(self._task_run))
+            self._task_run = None
+        return super().flush(timeout)
+
+
+def _creation_of(task_run: Any) -> Any:
+    from prefray.schemas import TaskRunCreate
+    from prefray.states import Pending
+
+    return TaskRunCreate.model_construct(
+        id=task_run.id,
+        name=task_run.name,
+        flow_run_id=task_run.flow_run_id,
+        task_key=task_run.task_key,
+        dynamic_key=task_run.dynamic_key,
+        cache_key=None,
+        cache_expiration=None,
+        tags=list(task_run.tags),
+        task_inputs=task_run.task_inputs,
+        empirical_policy=task_run.empirical_policy,
+        state=Pending(),
+    )
 
 
 def _load_shared(shared: SharedPayload) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from ray_fixtures import make_ray_runner
 
 from prefray.settings import Settings
 from prefray.testing import prefray_test_harness
@@ -17,6 +18,7 @@ from task_runners import ConcurrentTaskRunner, SequentialTaskRunner
 RUNNERS: list[Any] = [
     pytest.param(SequentialTaskRunner, id="sequential"),
     pytest.param(lambda: ConcurrentTaskRunner(max_workers=4), id="concurrent"),
+    pytest.param(make_ray_runner, id="ray", marks=pytest.mark.ray),
 ]
 
 

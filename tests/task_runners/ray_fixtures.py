@@ -47,27 +47,60 @@ def short_temp_dir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
 
 
-@pytest.fixture(scope="session")
-def ray_local() -> Iterator[Any]:
-    """A local Ray cluster in this process for the whole session."""
+_local_started = False
+
+
+def ensure_local_ray() -> Any:
+    """Start the session's local cluster in this process (once); Ray's own exit
+    hook shuts it down when the test process ends."""
+    global _local_started
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
-        yield ray
-        return
+        return ray
+    tests_dir = str(Path(__file__).resolve().parent)
     context = ray.init(
         num_cpus=LOCAL_NUM_CPUS,
         include_dashboard=False,
         object_store_memory=OBJECT_STORE_BYTES,
         _temp_dir=short_temp_dir("rayt"),
-        log_to_driver=True,
         configure_logging=False,
+        # test modules are imported by pytest from tests/task_runners: make them
+        # importable on the workers too (their tasks are pickled by reference)
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests_dir, str(REPO_ROOT)])}},
     )
     gcs_port = int(context.address_info["gcs_address"].rsplit(":", 1)[1])
     assert gcs_port != 6379, "Ray took Redis's port 6379"
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    _local_started = True
+    _warm_workers(ray)
+    return ray
+
+
+def _warm_workers(ray: Any) -> None:
+    """Start one worker per CPU and import prefray in each, so tests about
+    concurrency do not measure Ray's worker start-up."""
+
+    @ray.remote(num_cpus=1)
+    def warm() -> int:
+        import task_runners.ray.worker  # noqa: F401
+
+        time.sleep(0.5)
+        return os.getpid()
+
+    ray.get([warm.remote() for _ in range(LOCAL_NUM_CPUS)])
+
+
+def make_ray_runner() -> Any:
+    """A fresh `RayTaskRunner` on the session's local cluster (the contract suite's factory)."""
+    from task_runners import RayTaskRunner
+
+    ensure_local_ray()
+    return RayTaskRunner()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[Any]:
+    """The local Ray cluster in this process, for the whole session."""
+    yield ensure_local_ray()
 
 
 class RayHead:
