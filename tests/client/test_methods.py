@@ -6,6 +6,9 @@ import datetime as dt
 import logging
 import uuid
 
+import pytest
+
+from prefray.client import _routes
 from prefray.schemas import (
     FlowRun,
     LogCreate,
@@ -142,3 +145,16 @@ def test_logs(call: Call) -> None:
     errors = call("read_logs", flow_run_id=flow_run.id, level_ge=logging.ERROR)
     assert len(errors) == 5
     assert len(call("read_logs", flow_run_id=flow_run.id, limit=3, offset=8)) == 2
+
+
+def test_large_batches_are_chunked_in_order(call: Call, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_routes, "BULK_CHUNK_SIZE", 7)
+    flow_run = call("create_flow_run", "etl")
+    creates = [_task_run(flow_run.id, str(i)) for i in range(20)]
+    runs = call("create_task_runs", creates)
+    assert [r.id for r in runs] == [c.id for c in creates]
+    reports = [StateReport(task_run_id=r.id, state=Running()) for r in runs]
+    assert len(call("report_task_run_states", reports)) == 20
+    logs = [LogCreate(level=20, message="m", timestamp=now(), flow_run_id=flow_run.id)] * 15
+    assert call("create_logs", logs) == {"count": 15}
+    assert len(_routes.report_task_run_states(reports).calls) == 3
