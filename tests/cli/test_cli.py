@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prefray.cli import app
-from prefray.client import get_client
+from prefray.client import SyncPrefrayClient, get_client
+from prefray.client.embedded import start_api
 from prefray.schemas import FlowRun, LogCreate, TaskRunCreate
 from prefray.settings import Settings
 from prefray.states import Completed, Failed, Paused, Running, now
@@ -163,3 +164,19 @@ def test_real_subprocess_lists_runs_as_json(runs: dict[str, FlowRun], harness: S
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "not a valid" in bad.stderr
+
+
+def test_without_a_url_the_cli_reads_the_local_database(tmp_path: Path) -> None:
+    server = start_api(Settings(home=tmp_path), mode="thread")
+    try:
+        recorded = SyncPrefrayClient(settings=Settings(home=tmp_path, api_url=server.url))
+        recorded.create_flow_run("local", name="recorded-earlier")
+    finally:
+        server.stop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFRAY_")}
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("prefray")), "flow-run", "ls", "--json"],
+        env={**env, "PREFRAY_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [r["name"] for r in json.loads(out.stdout)] == ["recorded-earlier"]
