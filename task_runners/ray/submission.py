@@ -23,13 +23,14 @@ from prefray.futures import PrefrayFuture
 from prefray.utilities.collections import visit_collection
 from task_runners.ray.futures import RayFuture
 from task_runners.ray.options import merged_options
-from task_runners.ray.payload import CallSpec, NotCompleted, SharedPayload, Upstream
+from task_runners.ray.payload import CallSpec, NotCompleted, Upstream
 from task_runners.ray.worker import remote_execute
 
 __all__ = ["Attempt", "Plan", "Submitter"]
 
 _SCALARS = (int, float, str, bytes, bool, type(None), uuid.UUID)
 _OPTIONS_CACHE_SIZE = 256
+_INLINE_PAYLOAD_BYTES = 32 * 1024  # beyond this, (task, settings) goes to the object store once
 
 
 @dataclasses.dataclass(eq=False)
@@ -40,7 +41,7 @@ class Plan:
     wait_for: list[Any] | None
     upstreams: list[RayFuture]  # by placeholder index
     remote: Any  # the remote function with this run's options
-    shared: SharedPayload
+    shared: tuple[str, Any]  # (key, pickled (task, settings) or its ObjectRef)
 
 
 @dataclasses.dataclass(eq=False)
@@ -60,7 +61,7 @@ class Submitter:
 
     def __init__(self, defaults: Mapping[str, Any]) -> None:
         self.defaults = dict(defaults)
-        self._shared: dict[tuple[int, int], tuple[Any, Any, SharedPayload]] = {}
+        self._shared: dict[tuple[int, int], tuple[Any, Any, tuple[str, Any]]] = {}
         self._remotes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -88,7 +89,7 @@ class Submitter:
                 consumed.append(attempt)
         spec = _spec(plan)
         try:
-            state_ref, value_ref = plan.remote.remote(plan.shared, spec, *args)
+            state_ref, value_ref = plan.remote.remote(*plan.shared, spec, *args)
         except Exception as exc:
             raise _unpicklable(plan.call, exc) from exc
         attempt = Attempt(plan, number, state_ref, value_ref, consumed)
@@ -96,25 +97,16 @@ class Submitter:
         return attempt
 
     # caches --------------------------------------------------------------------
-    def _shared_payload(self, call: TaskRunCall) -> SharedPayload:
+    def _shared_payload(self, call: TaskRunCall) -> tuple[str, Any]:
         key = (id(call.task), id(call.settings))
         found = self._shared.get(key)
         if found is not None:
             return found[2]
-        import ray
-
         with self._lock:
             found = self._shared.get(key)
             if found is None:
-                try:
-                    ref = ray.put((call.task, call.settings))
-                except Exception as exc:
-                    raise SerializationError(
-                        f"Task {call.task.name!r} cannot be sent to Ray workers: pickling the "
-                        f"task (its function and what it refers to) failed: {exc}"
-                    ) from exc
                 # the task and settings are held so their ids stay theirs
-                found = (call.task, call.settings, SharedPayload(uuid.uuid4().hex, ref))
+                found = (call.task, call.settings, (uuid.uuid4().hex, _pickled_payload(call)))
                 self._shared[key] = found
         return found[2]
 
@@ -143,6 +135,24 @@ class Submitter:
         with self._lock:
             self._shared.clear()
             self._remotes.clear()
+
+
+def _pickled_payload(call: TaskRunCall) -> Any:
+    """(task, settings) pickled once: inline bytes if small, else an ObjectRef."""
+    import cloudpickle
+
+    try:
+        payload = cloudpickle.dumps((call.task, call.settings))
+    except Exception as exc:
+        raise SerializationError(
+            f"Task {call.task.name!r} cannot be sent to Ray workers: pickling the task "
+            f"(its function and what it refers to) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if len(payload) <= _INLINE_PAYLOAD_BYTES:
+        return payload
+    import ray
+
+    return ray.put(payload)
 
 
 def _with_placeholders(expr: Any, upstreams: list[RayFuture]) -> Any:

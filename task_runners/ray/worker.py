@@ -23,7 +23,6 @@ from prefray.engine.reporting import CollectingReporter
 from task_runners.ray.payload import (
     CallSpec,
     NotCompleted,
-    SharedPayload,
     Upstream,
     WorkerResult,
     portable_exception,
@@ -36,10 +35,12 @@ _payloads: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDi
 _payloads_lock = threading.Lock()
 
 
-def execute(shared: SharedPayload, spec: CallSpec, *upstream_values: Any) -> tuple[Any, Any]:
+def execute(
+    shared_key: str, shared: bytes, spec: CallSpec, *upstream_values: Any
+) -> tuple[Any, Any]:
     from prefray.engine.task_run import run_task
 
-    task, settings = _load_shared(shared)
+    task, settings = _load_shared(shared_key, shared)
     call = _rebuild_call(task, settings, spec, upstream_values)
     reporter = SelfCreatingReporter(spec.task_run)
     call.reporter = reporter
@@ -84,17 +85,17 @@ def _creation_of(task_run: Any) -> Any:
     )
 
 
-def _load_shared(shared: SharedPayload) -> tuple[Any, Any]:
+def _load_shared(key: str, shared: bytes) -> tuple[Any, Any]:
     with _payloads_lock:
-        found = _payloads.get(shared.key)
+        found = _payloads.get(key)
         if found is not None:
-            _payloads.move_to_end(shared.key)
+            _payloads.move_to_end(key)
             return found
-    import ray
+    import cloudpickle
 
-    found = ray.get(shared.ref)
+    found = cloudpickle.loads(shared)
     with _payloads_lock:
-        _payloads[shared.key] = found
+        _payloads[key] = found
         while len(_payloads) > _PAYLOAD_CACHE_SIZE:
             _payloads.popitem(last=False)
     return found
