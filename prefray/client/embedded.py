@@ -7,10 +7,30 @@ on a free loopback port, on the SQLite database under `PREFRAY_HOME` (or
 snapshots taken afterwards, and child processes such as Ray workers on this
 machine, report to the same server. The server stops when the process exits.
 
-Thread or subprocess (`benchmarks/embedded_mode.py` measures both; figures
-filled in below from a run on the 2-core development machine):
+Thread or subprocess? `benchmarks/embedded_mode.py` measures both (median of
+3 fresh processes each, SQLite, shared 2-core machine, so startup is noisy):
 
-    STARTUP and THROUGHPUT figures: see MODE_CHOICE below.
+                                        thread       subprocess
+    startup, cold imports (s, 3 runs)   0.8/1.8/2.8  0.9/1.0/1.6
+    health p50 ms, idle driver          0.69         0.79
+    create_flow_run p50 ms, idle        4.7          7.3
+    10,000 task runs created / s        3,705        3,772
+    state reports / s (batches of 1000) 2,152        3,718
+    health p50/p95 ms, busy driver      25/118       22/77
+    create_flow_run p50/p95, busy       301/998 ms   44/128 ms
+
+The default is the subprocess. Startup is a wash (the child's imports run in
+parallel with the driver's), idle latency is within a millisecond, but a
+thread shares the driver's GIL: while tasks run Python code on the driver (a
+`ConcurrentTaskRunner`, or the engine itself under a large `.map()`), every
+request the server handles waits for the GIL, and a write round trip gets 7x
+slower at the median and 8x at p95; batched state reports also go 1.7x faster
+on the server's own core. `mode="thread"` stays available where nothing else
+runs in the process: the CLI and `prefray_test_harness` use it.
+
+(Both modes bind the listening socket with `IPPROTO_TCP`: asyncio only sets
+TCP_NODELAY on sockets whose protocol says TCP, and without it every response
+waited ~40 ms on delayed ACKs.)
 
 The listening socket is bound here, before the server starts, so the port is
 never raced for; the subprocess inherits it as a file descriptor and exits when
