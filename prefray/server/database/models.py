@@ -20,6 +20,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Base",
+    "DeploymentORM",
     "FlowORM",
     "FlowRunInputORM",
     "FlowRunORM",
@@ -101,9 +102,12 @@ class FlowRunORM(_RunColumns, Base):
     entrypoint: Mapped[str | None] = mapped_column(sa.String, nullable=True)
     deployment_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
     work_queue_name: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    # "host:pid" of the process running this flow run (set by workers; issue 5)
+    infrastructure_pid: Mapped[str | None] = mapped_column(sa.String, nullable=True)
 
     __table_args__ = (
         sa.Index("ix_flow_run_state_type", "state_type"),
+        sa.Index("ix_flow_run_deployment_id", "deployment_id"),
         sa.Index("ix_flow_run_flow_name", "flow_name"),
         sa.Index("ix_flow_run_parent_task_run_id", "parent_task_run_id"),
         sa.Index("ix_flow_run_created", "created"),
@@ -192,3 +196,28 @@ class FlowRunInputORM(Base):
     key: Mapped[str] = mapped_column(sa.String, primary_key=True)
     value: Mapped[Any] = mapped_column(sa.JSON)
     created: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class DeploymentORM(Base):
+    """A flow registered by entrypoint, with default parameters, to run by id later."""
+
+    __tablename__ = "deployment"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String)
+    flow_name: Mapped[str] = mapped_column(sa.String)
+    flow_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("flow.id"), nullable=True)
+    entrypoint: Mapped[str] = mapped_column(sa.String)
+    # the directory a relative entrypoint is resolved against
+    path: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    parameter_openapi_schema: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    description: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    work_queue_name: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(default=_now)
+    updated: Mapped[dt.datetime] = mapped_column(default=_now)
+
+    __table_args__ = (
+        sa.UniqueConstraint("flow_name", "name", name="uq_deployment_flow_name_name"),
+    )
