@@ -91,6 +91,7 @@ class RayTaskRunner(BaseTaskRunner):
             if monitor is not None:
                 monitor.close(CLOSE_TIMEOUT)
                 monitor.submitter.clear()
+                _flush_driver_reports()  # what the monitor settled last is on the server
         finally:
             connection.release()
 
@@ -110,6 +111,15 @@ class RayTaskRunner(BaseTaskRunner):
     def cancel_all(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel_all()
+
+
+def _flush_driver_reports() -> None:
+    from prefray.engine.reporting import get_state_reporter
+    from prefray.settings import get_current_settings
+
+    reporter = get_state_reporter()
+    if reporter.pending():
+        reporter.close(get_current_settings().log_flush_timeout)
 
 
 def _record_refusal(call: TaskRunCall, exc: Exception) -> None:
