@@ -27,5 +27,6 @@ if __name__ == "__main__":
     state = pipeline(n=100, return_state=True)
     flow_run_id = state.state_details.flow_run_id
     print(f"result: {state.result()}")
-    print(f"recorded by the API at {get_current_settings().api_url}")
+    settings = get_current_settings()
+    print(f"recorded by the API at {settings.api_url} (database: {settings.database_url})")
     print(f"flow run {flow_run_id}: see `prefray flow-run inspect {flow_run_id}`")
