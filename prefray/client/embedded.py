@@ -106,10 +106,11 @@ class ThreadAPI:
 
         from prefray.server.app import create_app
 
+        app = create_app(settings)  # before binding: a bad setting raises here
         self._sock = _bind_loopback(port)
         self.url = _url_of(self._sock)
         config = uvicorn.Config(
-            create_app(settings), log_level="warning", access_log=False, timeout_graceful_shutdown=2
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=2
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -160,8 +161,11 @@ class SubprocessAPI:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=5)
+        self._stderr.close()
 
     def error_output(self) -> str:
+        if self._stderr.closed:
+            return ""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-3000:]
 

@@ -18,6 +18,7 @@ import pytest
 
 from prefray.client import SyncPrefrayClient, get_client
 from prefray.client.embedded import start_api
+from prefray.exceptions import ConfigurationError
 from prefray.settings import Settings, get_current_settings
 from prefray.testing import prefray_test_harness
 
@@ -173,3 +174,12 @@ def test_the_embedded_server_dies_with_a_killed_driver(tmp_path: Path) -> None:
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+        if driver.stdout is not None:
+            driver.stdout.close()
+
+
+@pytest.mark.parametrize("mode", ["thread", "subprocess"])
+def test_an_api_that_cannot_start_says_why(tmp_path: Path, mode: str) -> None:
+    settings = Settings(home=tmp_path, api_database_url="mysql://nobody@nowhere/db")
+    with pytest.raises(ConfigurationError, match="unsupported database URL"):
+        start_api(settings, mode=mode)  # type: ignore[arg-type]
