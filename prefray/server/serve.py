@@ -102,7 +102,9 @@ class ServerThread:
         self.app = app or create_app(settings, max_request_bytes=max_request_bytes)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # bound here so the port is known (and never raced for) before the thread starts
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
+        # is TCP, and without it every response waits on a delayed ACK (~40 ms)
+        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = host, self._sock.getsockname()[1]
