@@ -15,15 +15,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prefray.states import State, StateType
+from prefray.states import ResultReference, State, StateType
 
 __all__ = [
+    "ClaimedTaskRun",
+    "ConcurrencyLimit",
+    "ConcurrencyLimitCreate",
     "EmpiricalPolicy",
     "Flow",
     "FlowRun",
     "FlowRunCreate",
     "FlowRunFilter",
     "FlowRunSort",
+    "LeaseRenewal",
     "Log",
     "LogCreate",
     "LogFilter",
@@ -34,10 +38,12 @@ __all__ = [
     "SetStateStatus",
     "StateReport",
     "TaskRun",
+    "TaskRunClaim",
     "TaskRunCreate",
     "TaskRunFilter",
     "TaskRunInput",
     "TaskRunSort",
+    "TaskRunSubmit",
 ]
 
 # A single log message larger than this is refused with a 422 naming the field.
@@ -263,3 +269,53 @@ class LogFilter(_Strict):
     level_ge: int | None = None
     limit: int = Field(default=1000, ge=1, le=50_000)
     offset: int = Field(default=0, ge=0)
+
+
+# tag concurrency limits (issue 5) ---------------------------------------------
+class ConcurrencyLimitCreate(_Strict):
+    """At most `concurrency_limit` task runs carrying `tag` run at once (0: none may run)."""
+
+    tag: str = Field(min_length=1, max_length=200)
+    concurrency_limit: int = Field(ge=0, le=1_000_000)
+
+
+class ConcurrencyLimit(BaseModel):
+    id: uuid.UUID
+    tag: str
+    concurrency_limit: int
+    active_slots: list[uuid.UUID] = Field(default_factory=list)  # task runs holding a slot
+    created: dt.datetime | None = None
+    updated: dt.datetime | None = None
+
+
+# autonomous task runs and task servers (issue 5) -------------------------------
+class TaskRunSubmit(_Strict):
+    """An autonomous task run to queue: created Scheduled; its parameters live in
+    result storage and `parameters` is the reference to them."""
+
+    task_run: TaskRunCreate
+    parameters: ResultReference
+
+
+class TaskRunClaim(_Strict):
+    """A task server asking for up to `limit` queued runs of the given task keys."""
+
+    task_keys: list[str] = Field(min_length=1, max_length=1_000)
+    worker: str = Field(min_length=1, max_length=200)
+    limit: int = Field(default=1, ge=1, le=1_000)
+    lease_seconds: float = Field(default=30.0, gt=0, le=86_400)
+
+
+class ClaimedTaskRun(BaseModel):
+    """A run a task server now owns (Pending, leased), with where its parameters are."""
+
+    task_run: TaskRun
+    parameters: ResultReference | None = None
+
+
+class LeaseRenewal(_Strict):
+    """Extend the leases a task server holds; the answer lists the ids it still holds."""
+
+    task_run_ids: list[uuid.UUID] = Field(max_length=10_000)
+    worker: str = Field(min_length=1, max_length=200)
+    lease_seconds: float = Field(default=30.0, gt=0, le=86_400)
