@@ -20,6 +20,8 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Base",
+    "ConcurrencyLimitORM",
+    "ConcurrencySlotORM",
     "DeploymentORM",
     "FlowORM",
     "FlowRunInputORM",
@@ -27,6 +29,7 @@ __all__ = [
     "FlowRunStateORM",
     "LogORM",
     "TaskRunORM",
+    "TaskRunQueueORM",
     "TaskRunStateORM",
     "UTCDateTime",
 ]
@@ -220,4 +223,58 @@ class DeploymentORM(Base):
 
     __table_args__ = (
         sa.UniqueConstraint("flow_name", "name", name="uq_deployment_flow_name_name"),
+    )
+
+
+class ConcurrencyLimitORM(Base):
+    """At most `concurrency_limit` task runs carrying `tag` in Running at once."""
+
+    __tablename__ = "concurrency_limit"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tag: Mapped[str] = mapped_column(sa.String, unique=True)
+    concurrency_limit: Mapped[int] = mapped_column()
+    created: Mapped[dt.datetime] = mapped_column(default=_now)
+    updated: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
+class ConcurrencySlotORM(Base):
+    """One slot of a tag's limit, held by a Running task run.
+
+    Inserted and deleted in the same transaction as the state change that takes
+    or gives it back, so the count of rows per tag is the number running.
+    """
+
+    __tablename__ = "concurrency_slot"
+
+    tag: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    task_run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("task_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    created: Mapped[dt.datetime] = mapped_column(default=_now)
+
+    __table_args__ = (sa.Index("ix_concurrency_slot_task_run_id", "task_run_id"),)
+
+
+class TaskRunQueueORM(Base):
+    """An autonomous task run waiting for (or held by) a task server.
+
+    `parameters` is the reference to the run's parameters in result storage;
+    `claimed_by`/`lease_expires` say which server holds the run and until when.
+    """
+
+    __tablename__ = "task_run_queue"
+
+    task_run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("task_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    task_key: Mapped[str] = mapped_column(sa.String)
+    parameters: Mapped[dict[str, Any]] = mapped_column()
+    claimed_by: Mapped[str | None] = mapped_column(sa.String, nullable=True)
+    lease_expires: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(default=_now)
+
+    __table_args__ = (
+        sa.Index("ix_task_run_queue_task_key", "task_key", "created"),
+        sa.Index("ix_task_run_queue_lease_expires", "lease_expires"),
     )
