@@ -97,35 +97,21 @@ def _url_of(sock: socket.socket) -> str:
 
 
 class ThreadAPI:
-    """uvicorn on its own event loop in a daemon thread of this process."""
+    """The server's `ServerThread`: uvicorn on its own loop in a daemon thread."""
 
     mode: Mode = "thread"
 
     def __init__(self, settings: Settings, port: int = 0) -> None:
-        import uvicorn
+        from prefray.server.serve import ServerThread
 
-        from prefray.server.app import create_app
-
-        app = create_app(settings)  # before binding: a bad setting raises here
-        self._sock = _bind_loopback(port)
-        self.url = _url_of(self._sock)
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, timeout_graceful_shutdown=2
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
-            name="prefray-embedded-api",
-        )  # fmt: skip
-        self._thread.start()
+        self._server = ServerThread(settings, port=port).start()
+        self.url = self._server.url
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._server.alive()
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-        self._sock.close()
+        self._server.stop()
 
 
 class SubprocessAPI:

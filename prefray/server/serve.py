@@ -141,6 +141,9 @@ class ServerThread:
         except BaseException as exc:  # reported by start()
             self._error = exc
 
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._server.should_exit = True
         if self._thread is not None and self._thread.is_alive():
