@@ -24,6 +24,7 @@ PrefrayError
 ├── PausedRun                 raised to stop a flow that was suspended
 ├── FlowPauseTimeout          a paused run was not resumed in time
 ├── NotPausedError            resume asked for a run that is not paused
+├── InvalidRunInput           resume without the input a pause waits for, or invalid input
 ├── ConfigurationError        settings that cannot work (e.g. unreachable API)
 └── TaskRunnerError           a task runner could not start or submit
 """
@@ -39,6 +40,7 @@ __all__ = [
     "FlowPauseTimeout",
     "FlowRunTimeout",
     "InvalidRequest",
+    "InvalidRunInput",
     "InvalidTransition",
     "MappingLengthMismatch",
     "MappingMissingIterable",
@@ -169,3 +171,7 @@ class ConfigurationError(PrefrayError):
 
 class TaskRunnerError(PrefrayError):
     pass
+
+
+class InvalidRunInput(PrefrayError, ValueError):
+    """Resume was refused: the pause waits for input that is missing or does not validate."""

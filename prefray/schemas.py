@@ -21,12 +21,17 @@ __all__ = [
     "ClaimedTaskRun",
     "ConcurrencyLimit",
     "ConcurrencyLimitCreate",
+    "Deployment",
+    "DeploymentCreate",
+    "DeploymentFilter",
+    "DeploymentFlowRunCreate",
     "EmpiricalPolicy",
     "Flow",
     "FlowRun",
     "FlowRunCreate",
     "FlowRunFilter",
     "FlowRunSort",
+    "FlowRunUpdate",
     "LeaseRenewal",
     "Log",
     "LogCreate",
@@ -114,6 +119,7 @@ class FlowRun(BaseModel):
     entrypoint: str | None = None
     deployment_id: uuid.UUID | None = None
     work_queue_name: str | None = None
+    infrastructure_pid: str | None = None  # "host:pid" of the process running it
     created: dt.datetime | None = None
     updated: dt.datetime | None = None
 
@@ -319,3 +325,61 @@ class LeaseRenewal(_Strict):
     task_run_ids: list[uuid.UUID] = Field(max_length=10_000)
     worker: str = Field(min_length=1, max_length=200)
     lease_seconds: float = Field(default=30.0, gt=0, le=86_400)
+
+
+# deployments (issue 5) -----------------------------------------------------------
+class DeploymentCreate(_Strict):
+    """Register (or update, by `flow_name` + `name`) a flow to run by id later."""
+
+    name: str = Field(min_length=1)
+    flow_name: str = Field(min_length=1)
+    # "path/to/file.py:flow_fn" (relative to `path`) or "package.module:flow_fn"
+    entrypoint: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_.]*$")
+    path: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_openapi_schema: dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    work_queue_name: str | None = None
+
+
+class Deployment(BaseModel):
+    id: uuid.UUID
+    name: str
+    flow_name: str
+    flow_id: uuid.UUID | None = None
+    entrypoint: str
+    path: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_openapi_schema: dict[str, Any] | None = None
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    work_queue_name: str | None = None
+    created: dt.datetime | None = None
+    updated: dt.datetime | None = None
+
+
+class DeploymentFilter(_Strict):
+    flow_name: str | None = None
+    name: str | None = None
+    limit: int = Field(default=200, ge=1, le=10_000)
+    offset: int = Field(default=0, ge=0)
+
+
+class DeploymentFlowRunCreate(_Strict):
+    """A flow run of a deployment: its parameters override the deployment's defaults."""
+
+    id: uuid.UUID | None = None
+    name: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] | None = None  # default: the deployment's tags
+    parent_task_run_id: uuid.UUID | None = None
+    scheduled_time: dt.datetime | None = None  # default: now
+    work_queue_name: str | None = None
+
+
+class FlowRunUpdate(_Strict):
+    """Fields a worker or the engine may set on an existing flow run."""
+
+    empirical_policy: EmpiricalPolicy | None = None
+    infrastructure_pid: str | None = None

@@ -91,6 +91,8 @@ class StateDetails(BaseModel):
     pause_reschedule: bool = False
     pause_key: str | None = None
     run_input_keyset: dict[str, str] | None = None
+    # JSON schema the input of resume must match (pause/suspend with wait_for_input)
+    run_input_schema: dict[str, Any] | None = None
     untrackable_result: bool = False
 
 
