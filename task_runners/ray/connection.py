@@ -51,7 +51,14 @@ def _init(ray: Any, address: str | None, init_kwargs: Mapping[str, Any]) -> None
     if address is not None:
         kwargs["address"] = address
     try:
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except ConnectionError:
+            if not (address or "").startswith("ray://"):
+                raise
+            # a busy head sometimes fails to start the per-client server; once more
+            logger.warning("Ray Client connection to %s failed; retrying once", address)
+            ray.init(**kwargs)
     except Exception as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
         raise TaskRunnerError(
