@@ -18,7 +18,7 @@ import dataclasses
 import datetime as dt
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Literal
 
 from prefray.schemas import EmpiricalPolicy, OrchestrationResult, SetStateStatus
@@ -31,6 +31,8 @@ __all__ = [
     "RunKind",
     "RunSnapshot",
     "RunUpdates",
+    "SLOT_WAIT_SECONDS",
+    "SlotCounts",
     "orchestrate",
     "retry_delay_seconds",
 ]
@@ -52,6 +54,22 @@ class RunSnapshot:
     end_time: dt.datetime | None = None
     total_run_time: float = 0.0
     seen_transition_ids: frozenset[uuid.UUID] = frozenset()
+
+
+# how long a task run waits before asking again for a tag concurrency slot
+SLOT_WAIT_SECONDS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotCounts:
+    """The tag concurrency limits on one task run (loaded by the storage layer).
+
+    `limits`: tag -> limit, for the run's tags that have one; `active`: tag ->
+    slots held by *other* task runs right now.
+    """
+
+    limits: Mapping[str, int]
+    active: Mapping[str, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +101,7 @@ class _Context:
     now: dt.datetime
     cached: State | None
     jitter: Callable[[float], float]
+    slots: SlotCounts | None = None
 
     @property
     def current_type(self) -> StateType | None:
@@ -236,6 +255,48 @@ class UseCachedResult(Rule):
         return _written(ctx, new_state, SetStateStatus.REJECT, reason)
 
 
+class TagConcurrencyLimits(Rule):
+    """A task run with a limited tag starts only while that tag has a free slot;
+    a limit of 0 means it may never run (ABORT)."""
+
+    FROM_STATES = (ALL_TYPES - {StateType.RUNNING}) | {None}
+    TO_STATES = frozenset({StateType.RUNNING})
+    KINDS = frozenset({"task"})
+
+    @classmethod
+    def decide(cls, ctx: _Context) -> Decision | None:
+        slots = ctx.slots
+        if slots is None or not slots.limits:
+            return None
+        for tag, limit in sorted(slots.limits.items()):
+            if limit == 0:
+                reason = (
+                    f"tag {tag!r} has a concurrency limit of 0, so task runs carrying it can "
+                    f"never run; raise the limit (prefray concurrency-limit create {tag} N) "
+                    "or delete it"
+                )
+                return Decision(
+                    result=OrchestrationResult(
+                        status=SetStateStatus.ABORT, state=ctx.run.state, reason=reason
+                    )
+                )
+        full = [
+            f"{tag!r} ({slots.active.get(tag, 0)} of {limit} in use)"
+            for tag, limit in sorted(slots.limits.items())
+            if slots.active.get(tag, 0) >= limit
+        ]
+        if not full:
+            return None
+        delay = SLOT_WAIT_SECONDS * ctx.jitter(0.5)
+        result = OrchestrationResult(
+            status=SetStateStatus.WAIT,
+            state=ctx.run.state,
+            reason=f"waiting for a concurrency slot of tag {', '.join(full)}",
+            delay_seconds=delay,
+        )
+        return Decision(result=result)
+
+
 RULES: tuple[type[Rule], ...] = (
     CancellingOnlyBecomesCancelled,
     FinishedRunsNeverRunAgain,
@@ -244,6 +305,7 @@ RULES: tuple[type[Rule], ...] = (
     RetryCrashedTaskRuns,
     WaitForScheduledTime,
     UseCachedResult,
+    TagConcurrencyLimits,
 )
 
 
@@ -255,12 +317,14 @@ def orchestrate(
     now: dt.datetime,
     cached: State | None = None,
     jitter: Callable[[float], float] | None = None,
+    slots: SlotCounts | None = None,
 ) -> Decision:
     """Decide what happens when `proposed` is proposed for `run`.
 
     `cached` is the newest unexpired Completed state with the proposed cache
     key (the caller looks it up only for a proposed Running with a cache key).
     `jitter(factor)` returns a multiplier in `[1, 1 + factor]` (random by default).
+    `slots` are the tag concurrency limits on a task run proposed Running.
     """
     transition_id = proposed.state_details.transition_id
     if transition_id is not None and transition_id in run.seen_transition_ids:
@@ -271,7 +335,7 @@ def orchestrate(
                 reason="this transition was already applied",
             )
         )
-    ctx = _Context(run, proposed, now, cached, jitter or _random_jitter)
+    ctx = _Context(run, proposed, now, cached, jitter or _random_jitter, slots)
     if not force:
         for rule in RULES:
             if rule.applies(ctx):

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prefray.schemas import EmpiricalPolicy, OrchestrationResult
+from prefray.server.database.concurrency import SlotBook
 from prefray.server.database.models import (
     FlowRunORM,
     FlowRunStateORM,
@@ -90,6 +91,9 @@ async def apply_proposals(
     run_ids = list(dict.fromkeys(p.run_id for p in proposals))
     live = await _load_runs(conn, tables, run_ids, lock_rows)
     await _load_seen(conn, tables, proposals, live)
+    slots = None
+    if tables.kind == "task":  # tag concurrency slots, taken/freed with the states
+        slots = await SlotBook.load(conn, proposals, live, lock_rows=lock_rows)
     when = now()
     results: list[OrchestrationResult | None] = []
     history: list[dict[str, Any]] = []
@@ -101,13 +105,22 @@ async def apply_proposals(
         _fill_ids(tables, proposal, run)
         cached = await _cached_state(conn, proposal.state, when) if tables.kind == "task" else None
         decision = orchestrate(
-            run.snapshot, proposal.state, force=proposal.force, now=when, cached=cached
+            run.snapshot,
+            proposal.state,
+            force=proposal.force,
+            now=when,
+            cached=cached,
+            slots=slots.counts_for(proposal.run_id) if slots is not None else None,
         )
         results.append(decision.result)
         if decision.new_state is not None and decision.updates is not None:
             history.append(history_row(tables, proposal.run_id, decision.new_state))
+            if slots is not None:
+                slots.track(proposal.run_id, decision.new_state)
             _advance(run, decision.new_state, decision.updates)
     await _write(conn, tables, live, history, when)
+    if slots is not None:
+        await slots.write(conn, when)
     return results
 
 
