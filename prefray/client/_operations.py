@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar, Union
 
 from prefray.client import _routes
+from prefray.client._deployments import DeploymentOperations
 from prefray.client._routes import Batch, Call, IdLike
 from prefray.schemas import (
     EmpiricalPolicy,
@@ -29,7 +30,7 @@ T = TypeVar("T")
 Reply = Union[T, Awaitable[T]]  # T on the sync client, Awaitable[T] on the async one
 
 
-class Operations:
+class Operations(DeploymentOperations):
     """Every call of the prefray API. Subclasses implement `_execute`."""
 
     def _execute(self, spec: Call[Any] | Batch[Any]) -> Any:

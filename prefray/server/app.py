@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
 from prefray.exceptions import ObjectNotFound
-from prefray.server.api import flow_runs, logs, meta, task_runs
+from prefray.server.api import deployments, flow_runs, logs, meta, task_runs
 from prefray.server.api.meta import API_VERSION
 from prefray.server.database import Database, migrate
 from prefray.server.middleware import BearerAuth, BodyGuard
@@ -69,6 +69,8 @@ def create_app(
     app.state.settings = settings
     for module in (meta, flow_runs, task_runs, logs):
         app.include_router(module.router)
+    app.include_router(deployments.router)
+    app.include_router(deployments.flow_run_updates)
     _install_error_handlers(app)
     # added last = outermost: auth is checked before any body is read
     app.add_middleware(BodyGuard, max_bytes=max_request_bytes)

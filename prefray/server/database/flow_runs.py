@@ -32,6 +32,7 @@ from prefray.server.database.transitions import (
     run_state_columns,
 )
 from prefray.server.orchestration import RunSnapshot, orchestrate
+from prefray.server.run_input import input_refusal
 from prefray.states import Pending, State, StateType, now
 
 __all__ = [
@@ -161,6 +162,8 @@ async def resume_flow_run(
         return None
     current = run.state
     refusal = _resume_refusal(run_id, current, now())
+    if refusal is None and current is not None:
+        refusal = input_refusal(current.state_details.run_input_schema, run_input)
     if refusal is not None:
         return OrchestrationResult(status=SetStateStatus.REJECT, state=current, reason=refusal)
     assert current is not None
