@@ -8,13 +8,16 @@ coroutine. So on `SyncPrefrayClient` a method returns its answer, and on
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar, Union
 
-from prefray.client import _routes
+from prefray.client import _limit_routes, _routes
 from prefray.client._deployments import DeploymentOperations
 from prefray.client._routes import Batch, Call, IdLike
 from prefray.schemas import (
+    ClaimedTaskRun,
+    ConcurrencyLimit,
     EmpiricalPolicy,
     FlowRun,
     Log,
@@ -23,6 +26,7 @@ from prefray.schemas import (
     StateReport,
     TaskRun,
     TaskRunCreate,
+    TaskRunSubmit,
 )
 from prefray.states import State
 
@@ -156,3 +160,46 @@ class Operations(DeploymentOperations):
         return self._execute(
             _routes.read_logs(flow_run_id, task_run_id, level_ge, limit=limit, offset=offset)
         )
+
+    # tag concurrency limits -------------------------------------------------------
+    def create_concurrency_limit(self, tag: str, concurrency_limit: int) -> Reply[ConcurrencyLimit]:
+        """Allow at most `concurrency_limit` task runs tagged `tag` to run at once
+        (creates the limit or changes it; 0 makes such runs abort)."""
+        return self._execute(_limit_routes.create_concurrency_limit(tag, concurrency_limit))
+
+    def read_concurrency_limit(self, tag: str) -> Reply[ConcurrencyLimit]:
+        """The limit on `tag` with the task runs holding its slots; `ObjectNotFound` if none."""
+        return self._execute(_limit_routes.read_concurrency_limit(tag))
+
+    def read_concurrency_limits(self) -> Reply[list[ConcurrencyLimit]]:
+        """Every tag concurrency limit, by tag."""
+        return self._execute(_limit_routes.read_concurrency_limits())
+
+    def delete_concurrency_limit(self, tag: str) -> Reply[None]:
+        """Remove the limit on `tag` (and its slots); `ObjectNotFound` if none."""
+        return self._execute(_limit_routes.delete_concurrency_limit(tag))
+
+    def reset_concurrency_limit(self, tag: str) -> Reply[ConcurrencyLimit]:
+        """Free every slot of `tag` (held by runs whose process died unreported)."""
+        return self._execute(_limit_routes.reset_concurrency_limit(tag))
+
+    # autonomous task runs -----------------------------------------------------------
+    def submit_task_runs(self, items: Sequence[TaskRunSubmit]) -> Reply[list[TaskRun]]:
+        """Create autonomous task runs, Scheduled, queued for task servers."""
+        return self._execute(_limit_routes.submit_task_runs(items))
+
+    def claim_task_runs(
+        self, task_keys: Sequence[str], worker: str, limit: int = 1, lease_seconds: float = 30.0
+    ) -> Reply[list[ClaimedTaskRun]]:
+        """Take up to `limit` queued runs of these task keys; each goes to one caller only."""
+        return self._execute(_limit_routes.claim_task_runs(task_keys, worker, limit, lease_seconds))
+
+    def renew_task_run_leases(
+        self, ids: Sequence[IdLike], worker: str, lease_seconds: float = 30.0
+    ) -> Reply[list[uuid.UUID]]:
+        """Extend this worker's leases; answers the ids it still holds."""
+        return self._execute(_limit_routes.renew_task_run_leases(ids, worker, lease_seconds))
+
+    def release_task_run_leases(self, ids: Sequence[IdLike], worker: str) -> Reply[list[uuid.UUID]]:
+        """End this worker's leases now (unfinished runs are queued again)."""
+        return self._execute(_limit_routes.release_task_run_leases(ids, worker))

@@ -27,7 +27,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
 from prefray.exceptions import ObjectNotFound
-from prefray.server.api import deployments, flow_runs, logs, meta, task_runs
+from prefray.server.api import (
+    concurrency_limits,
+    deployments,
+    flow_runs,
+    logs,
+    meta,
+    task_queue,
+    task_runs,
+)
 from prefray.server.api.meta import API_VERSION
 from prefray.server.database import Database, migrate
 from prefray.server.middleware import BearerAuth, BodyGuard
@@ -71,6 +79,8 @@ def create_app(
         app.include_router(module.router)
     app.include_router(deployments.router)
     app.include_router(deployments.flow_run_updates)
+    app.include_router(concurrency_limits.router)
+    app.include_router(task_queue.router)
     _install_error_handlers(app)
     # added last = outermost: auth is checked before any body is read
     app.add_middleware(BodyGuard, max_bytes=max_request_bytes)
