@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,13 @@ from prefray.engine.final_state import (
     return_value_to_state,
 )
 from prefray.engine.hooks import call_hooks
+from prefray.engine.pausing import FlowRunCancelledWhilePaused, GatedTaskRunner, SuspendedRun
 from prefray.engine.signals import sigterm_raises
 from prefray.engine.subflow import ParentLink
 from prefray.exceptions import FlowRunTimeout, ParameterTypeError
 from prefray.schemas import FlowRun, SetStateStatus
 from prefray.settings import get_current_settings
-from prefray.states import Failed, Running, State, now
+from prefray.states import Cancelled, Failed, Running, State, now
 from prefray.utilities.callables import (
     jsonable_parameters,
     parameters_to_args_kwargs,
@@ -49,11 +51,17 @@ __all__ = ["FlowRunEngine"]
 
 
 class FlowRunEngine:
-    def __init__(self, flow: Flow, parameters: dict[str, Any]) -> None:
+    """Runs `flow` once; with `flow_run`, an existing run (by id in a fresh process:
+    `python -m prefray.engine`) instead of creating one."""
+
+    def __init__(
+        self, flow: Flow, parameters: dict[str, Any], flow_run: FlowRun | None = None
+    ) -> None:
         self.flow = flow
         self.parameters = parameters
         self.book = RunBook(is_async=flow.isasync)
-        self.parent = ParentLink.for_current(flow)
+        self.existing = flow_run
+        self.parent = ParentLink.for_current(flow) if flow_run is None else None
         self.flow_run: FlowRun | None = None
         self.runner: Any = None
 
@@ -99,7 +107,12 @@ class FlowRunEngine:
         self.settings = _settings_with_api()
         if self.parent:
             self.parent.create()
-        self.flow_run = self._create_run()
+        if self.existing is not None:
+            from prefray.engine.rerun import adopt_flow_run
+
+            self.flow_run = adopt_flow_run(self.flow, self.existing, self.book)
+        else:
+            self.flow_run = self._create_run()
         if not self.flow.validate_parameters:
             return None
         try:
@@ -129,14 +142,16 @@ class FlowRunEngine:
     @contextlib.contextmanager
     def enter(self) -> Iterator[None]:
         self.runner = self.flow.task_runner.duplicate()
+        pause_gate = threading.Event()  # cleared while the run is paused
+        pause_gate.set()
         context = FlowRunContext(
             settings=self.settings,
             flow=self.flow,
             flow_run=self.flow_run,
-            task_runner=self.runner,
+            task_runner=GatedTaskRunner(self.runner, pause_gate),
             parameters=self.parameters,
             log_prints=bool(self.flow.log_prints),
-            extra={"book": self.book},
+            extra={"book": self.book, "pause_gate": pause_gate},
         )
         with contextlib.ExitStack() as stack:
             if self.parent is None:
@@ -175,7 +190,11 @@ class FlowRunEngine:
         return return_value_to_state(value)
 
     def exception_state(self, exc: BaseException) -> State:
+        if isinstance(exc, SuspendedRun):  # already recorded; the process leaves the flow
+            return exc.state
         self.runner.cancel_all()
+        if isinstance(exc, FlowRunCancelledWhilePaused):
+            return Cancelled(message=str(exc))
         if isinstance(exc, FlowRunTimeout):
             message = f"Flow run exceeded timeout of {self.flow.timeout_seconds} seconds"
             return Failed(name="TimedOut", message=message).with_exception(exc)
@@ -187,6 +206,8 @@ class FlowRunEngine:
 
     def end_attempt(self, state: State) -> State | None:
         """Report the attempt's state: None when the server schedules a retry."""
+        if state.is_paused():  # suspended: the API has this state already
+            return state
         if state.is_completed() and self.flow.should_persist(self.settings):
             state.data = self.flow.persist(state._value)
         final = self._propose_final(state)
