@@ -110,9 +110,9 @@ async def claim(
     if refused:  # changed state meanwhile (cancelled, say): not ours to run
         await _set_claim(conn, refused, None, None)
     runs = await _read_runs(conn, accepted)
-    return [
-        ClaimedTaskRun(task_run=runs[run_id], parameters=candidates[run_id])
-        for run_id in accepted
+    return [  # in queue order
+        ClaimedTaskRun(task_run=runs[run_id], parameters=reference)
+        for run_id, reference in candidates.items()
         if run_id in runs
     ]
 
