@@ -94,7 +94,12 @@ def raw_side(workload: str, n: int) -> dict[str, Any]:
             "init_only_s": t_init - t_import,
             "first_result_s": time.time() - START,
         }
-    ray.get([inc.remote(i) for i in range(2 * NUM_CPUS)])  # warm the workers
+
+    @ray.remote
+    def warm() -> None:
+        time.sleep(0.3)
+
+    ray.get([warm.remote() for _ in range(NUM_CPUS)])  # one busy task per worker: all started
     return RAW[workload](ray, inc, n)
 
 
