@@ -6,6 +6,8 @@
     prefray flow-run logs ID [--json]
     prefray flow-run resume ID [--input '{"approved": true}']
     prefray task-run ls --flow-run ID [--json]
+    prefray concurrency-limit create TAG N | ls | inspect TAG | reset TAG | delete TAG
+    prefray task-server serve module:task ... [--runner ray] [--limit 10]
     prefray version [--json]
 
 Commands talk to `PREFRAY_API_URL`; with none set they start the embedded API
@@ -28,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from prefray.cli_deployments import register as _register_deployment_commands
 from prefray.client import SyncPrefrayClient, embedded
 from prefray.exceptions import PrefrayError
 from prefray.schemas import FlowRun, Log, SetStateStatus, TaskRun
@@ -307,6 +310,13 @@ def _package_version() -> str:
         return dist_version("prefray")
     except PackageNotFoundError:  # a source checkout that is not installed
         return "unknown"
+
+
+# deploy, deployment, worker and flow-run cancel live in their own module
+_register_deployment_commands(sys.modules[__name__])
+
+# concurrency-limit and task-server commands (they register themselves on `app`)
+import prefray.cli_concurrency  # noqa: E402, F401
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -97,6 +97,13 @@ class Flow(Generic[R]):
             on_cancellation=on_cancellation, on_crashed=on_crashed, on_running=on_running,
         )  # fmt: skip
 
+    def to_deployment(self, name: str, **options: Any) -> Any:
+        """A deployment of this flow (`parameters=`, `tags=`, `description=`,
+        `entrypoint=`); `.apply()` registers it. See `prefray.deployments`."""
+        from prefray.deployments import deployment_for_flow
+
+        return deployment_for_flow(self, name, **options)
+
     def with_options(self, **options: Any) -> Flow[R]:
         """A copy of this flow with some options changed."""
         unknown = set(options) - set(self._options)

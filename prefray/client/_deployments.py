@@ -22,6 +22,7 @@ from prefray.schemas import (
     EmpiricalPolicy,
     FlowRun,
     FlowRunUpdate,
+    OrchestrationResult,
 )
 
 __all__ = ["DeploymentOperations"]
@@ -29,6 +30,7 @@ __all__ = ["DeploymentOperations"]
 _DEPLOYMENT = TypeAdapter(Deployment)
 _DEPLOYMENTS = TypeAdapter(list[Deployment])
 _FLOW_RUN = TypeAdapter(FlowRun)
+_RESULT = TypeAdapter(OrchestrationResult)
 
 
 def _body(model: Any) -> bytes:
@@ -142,3 +144,8 @@ class DeploymentOperations:
         )
         path = f"/api/flow_runs/{run_id(id)}"
         return self._execute(Call("PATCH", path, _FLOW_RUN.validate_json, _body(body)))
+
+    def claim_flow_run(self, id: IdLike) -> Any:
+        """Scheduled -> Pending, for the one worker that will run it (REJECT otherwise)."""
+        path = f"/api/flow_runs/{run_id(id)}/claim"
+        return self._execute(Call("POST", path, _RESULT.validate_json))

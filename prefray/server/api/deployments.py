@@ -24,8 +24,9 @@ from prefray.schemas import (
     DeploymentFlowRunCreate,
     FlowRun,
     FlowRunUpdate,
+    OrchestrationResult,
 )
-from prefray.server.api._common import DB, json_response
+from prefray.server.api._common import DB, json_response, lock_rows
 from prefray.server.database import deployments as store
 
 __all__ = ["flow_run_updates", "router"]
@@ -36,6 +37,7 @@ flow_run_updates = APIRouter(prefix="/api/flow_runs", tags=["flow runs"])
 _DEPLOYMENT = TypeAdapter(Deployment)
 _DEPLOYMENTS = TypeAdapter(list[Deployment])
 _RUN = TypeAdapter(FlowRun)
+_RESULT = TypeAdapter(OrchestrationResult)
 
 
 def _not_found(deployment_id: uuid.UUID) -> ObjectNotFound:
@@ -107,3 +109,14 @@ async def update_flow_run(id: uuid.UUID, body: FlowRunUpdate, db: DB) -> Respons
     if run is None:
         raise ObjectNotFound(f"flow run {id} not found")
     return json_response(_RUN, run)
+
+
+@flow_run_updates.post("/{id}/claim", response_model=OrchestrationResult)
+async def claim_flow_run(id: uuid.UUID, db: DB) -> Response:
+    """Scheduled -> Pending for the worker that will run it; REJECT when the run is
+    not Scheduled (another worker claimed it first)."""
+    async with db.write() as conn:
+        result = await store.claim_flow_run(conn, id, lock_rows=lock_rows(db))
+    if result is None:
+        raise ObjectNotFound(f"flow run {id} not found")
+    return json_response(_RESULT, result)

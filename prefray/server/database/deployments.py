@@ -17,14 +17,17 @@ from prefray.schemas import (
     FlowRun,
     FlowRunCreate,
     FlowRunUpdate,
+    OrchestrationResult,
+    SetStateStatus,
 )
 from prefray.server.database import flow_runs
 from prefray.server.database.models import DeploymentORM, FlowORM
 from prefray.server.database.queries import insert_ignore, insert_or_update
-from prefray.server.database.transitions import FLOW_RUNS
-from prefray.states import Scheduled, now
+from prefray.server.database.transitions import FLOW_RUNS, Proposal, apply_proposals
+from prefray.states import Pending, Scheduled, StateType, now
 
 __all__ = [
+    "claim_flow_run",
     "create_deployment_flow_run",
     "delete_deployment",
     "read_deployment",
@@ -146,3 +149,26 @@ async def update_flow_run(
         values["updated"] = now()
         await conn.execute(sa.update(_RUNS).where(_RUNS.c.id == run_id).values(values))
     return await flow_runs.read_flow_run(conn, run_id)
+
+
+async def claim_flow_run(
+    conn: AsyncConnection, run_id: uuid.UUID, *, lock_rows: bool
+) -> OrchestrationResult | None:
+    """Move a Scheduled run to Pending; REJECT if it is not Scheduled. The row is
+    locked first (PostgreSQL), so of two concurrent claims exactly one wins."""
+    query = sa.select(_RUNS.c.state_type, _RUNS.c.state).where(_RUNS.c.id == run_id)
+    if lock_rows:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    if row.state_type != StateType.SCHEDULED.value:
+        return OrchestrationResult(
+            status=SetStateStatus.REJECT,
+            reason=f"flow run {run_id} is {row.state_type}, not Scheduled: it was claimed already",
+        )
+    state = Pending(message="Claimed by a worker.")
+    [result] = await apply_proposals(
+        conn, FLOW_RUNS, [Proposal(run_id, state)], lock_rows=lock_rows
+    )
+    return result
