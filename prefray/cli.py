@@ -6,6 +6,8 @@
     prefray flow-run logs ID [--json]
     prefray flow-run resume ID [--input '{"approved": true}']
     prefray task-run ls --flow-run ID [--json]
+    prefray concurrency-limit create TAG N | ls | inspect TAG | reset TAG | delete TAG
+    prefray task-server serve module:task ... [--runner ray] [--limit 10]
     prefray version [--json]
 
 Commands talk to `PREFRAY_API_URL`; with none set they start the embedded API
@@ -313,6 +315,9 @@ def _package_version() -> str:
 # deploy, deployment, worker and flow-run cancel live in their own module
 _register_deployment_commands(sys.modules[__name__])
 
+
+# concurrency-limit and task-server commands (they register themselves on `app`)
+import prefray.cli_concurrency  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

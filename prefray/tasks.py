@@ -7,7 +7,9 @@
 Inside a flow: `score(1)` runs now and returns the value, `score.submit(1)`
 returns a future, `score.map([1, 2, 3])` one future per item. Outside a flow,
 `score(1)` runs an autonomous task run (recorded, with no flow run), as in
-Prefect 2.20; `.submit()`/`.map()` need a flow. A task called from inside
+Prefect 2.20; `.submit()`/`.map()` queue Scheduled autonomous runs, their
+parameters in result storage, for a task server (`prefray task-server serve
+module:score`) to run; their futures wait by polling the API. A task called from inside
 another task run runs its function directly, unrecorded.
 """
 

@@ -36,6 +36,8 @@ class TaskRunCall:
     reporter: Any = None
     flush_logs: bool = False
     dynamic_index: int | None = None  # the call's place among its task's runs
+    # tags with a concurrency limit, fetched once per flow run (None: not known here)
+    limited_tags: frozenset[str] | None = None
 
     @property
     def task_run_id(self) -> uuid.UUID:

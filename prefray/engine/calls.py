@@ -4,7 +4,8 @@ Creating a task run never waits for the API on the default path: `__call__`
 and `.submit()` queue the create on the batched state reporter; `.map()` over
 N items creates its N task runs in one bulk request. Outside a flow,
 `__call__` runs an autonomous task run (recorded, with no flow run), as
-Prefect 2.20 does; `.submit()` and `.map()` need a flow. Inside a task run,
+Prefect 2.20 does; `.submit()` and `.map()` queue autonomous runs for task
+servers (`prefray.engine.autonomous`). Inside a task run,
 calling another task runs its function directly.
 """
 
@@ -50,7 +51,12 @@ def call_task(task: Task, args: tuple, kwargs: dict, wait_for: Any, return_state
 
 
 def submit_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> PrefrayFuture:
-    """`task.submit(...)`: hand the run to the flow's task runner; a future."""
+    """`task.submit(...)`: hand the run to the flow's task runner; a future.
+    Outside any flow or task run: queue an autonomous run for a task server."""
+    if _autonomous_here():
+        from prefray.engine.autonomous import submit_autonomous
+
+        return submit_autonomous(task, args, kwargs, wait_for)
     flow_ctx = _require_flow("submit", task)
     parameters = get_call_parameters(task.fn, args, kwargs)
     book = _book(flow_ctx)
@@ -61,7 +67,12 @@ def submit_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> Prefray
 
 
 def map_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> list[PrefrayFuture]:
-    """`task.map(...)`: one task run per item, created in bulk; futures."""
+    """`task.map(...)`: one task run per item, created in bulk; futures.
+    Outside any flow or task run: queue autonomous runs for task servers."""
+    if _autonomous_here():
+        from prefray.engine.autonomous import map_autonomous
+
+        return list(map_autonomous(task, args, kwargs, wait_for))
     flow_ctx = _require_flow("map", task)
     parameters = get_call_parameters(task.fn, args, kwargs)
     per_run = expand_map_parameters(task.fn, parameters)
@@ -107,6 +118,7 @@ def _prepare(
         log_prints=flow_ctx.log_prints,
     )
     call.dynamic_index = index
+    call.limited_tags = _limited_tags(flow_ctx, create.tags)
     prior = book.prior(task.task_key, index)
     if prior is None and queue_create:
         _reporter().create_task_run(create)
@@ -220,6 +232,23 @@ def _settings_with_api() -> Any:
     with get_client(sync_client=True):  # starts the embedded API when there is none
         pass
     return get_current_settings()
+
+
+def _autonomous_here() -> bool:
+    return FlowRunContext.get() is None and TaskRunContext.get() is None
+
+
+def _limited_tags(flow_ctx: FlowRunContext, tags: list[str]) -> frozenset[str] | None:
+    """The tags with a concurrency limit, fetched once per flow run (at its first
+    tagged task run; runs without tags never need them)."""
+    if not tags:
+        return None
+    known = flow_ctx.extra.get("limited_tags")
+    if known is None:
+        from prefray.engine.concurrency import fetch_limited_tags
+
+        known = flow_ctx.extra["limited_tags"] = fetch_limited_tags(flow_ctx.settings)
+    return known
 
 
 def _require_flow(method: str, task: Task) -> FlowRunContext:

@@ -29,7 +29,7 @@ from prefray.engine.upstream import UpstreamNotReady, resolve_inputs
 from prefray.exceptions import TaskRunTimeout
 from prefray.schemas import OrchestrationResult, SetStateStatus
 from prefray.settings import use_settings
-from prefray.states import Cancelled, Completed, Pending, Retrying, Running, State, now
+from prefray.states import Cancelled, Completed, Failed, Pending, Retrying, Running, State, now
 from prefray.utilities.asyncutils import run_coroutine_sync
 from prefray.utilities.timeouts import call_with_timeout
 
@@ -104,7 +104,7 @@ class _TaskRunEngine:
     # start -----------------------------------------------------------------
     def start_attempt(self) -> State | None:
         """None when the run may go ahead; otherwise the state it ends in."""
-        if self.run_count == 0 and self.cache_key is None:
+        if self.run_count == 0 and self.cache_key is None and not self._needs_slot():
             self.reporter.report(self.task_run.id, Running())
             self.run_count = 1
             return None
@@ -121,9 +121,24 @@ class _TaskRunEngine:
         state = result.state
         if state is not None and state.is_completed():
             return self._with_cached_value(state)
-        if state is None or result.status == SetStateStatus.ABORT:
+        if result.status == SetStateStatus.ABORT:
+            return self._aborted(result.reason)
+        if state is None:
             return Cancelled(message=f"The API refused to run this task: {result.reason}")
         return state
+
+    def _aborted(self, reason: str | None) -> State:
+        """The server will never let this run start (a concurrency limit of 0): it
+        ends Failed with the server's reason, and is not retried."""
+        state = Failed(message=f"The API refused to run this task: {reason}")
+        state.state_details.retriable = False
+        self.reporter.report(self.task_run.id, state)
+        return state
+
+    def _needs_slot(self) -> bool:
+        from prefray.engine.concurrency import needs_slot
+
+        return needs_slot(self.task_run.tags, self.call.settings, self.call.limited_tags)
 
     def _with_cached_value(self, state: State) -> State:
         if state.data is not None:

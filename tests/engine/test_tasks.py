@@ -153,8 +153,11 @@ def test_task_outside_a_flow_runs_as_autonomous_task_run() -> None:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(name="lonely-run")
     assert runs and runs[-1].flow_run_id is None and runs[-1].state.type.value == "COMPLETED"
-    with pytest.raises(RuntimeError, match="needs a flow run"):
-        lonely.submit(1)
+    # .submit() outside a flow queues a Scheduled run for a task server (issue 5)
+    queued = lonely.submit(1)
+    with get_client(sync_client=True) as client:
+        run = client.read_task_run(queued.task_run_id)
+    assert run.flow_run_id is None and run.state.type.value == "SCHEDULED"
 
 
 def test_wait_and_as_completed() -> None:
