@@ -1,6 +1,6 @@
 """Flow files the tests copy into a temporary directory and run in fresh processes."""
 
-SIMPLE = '''
+SIMPLE = """
 import os
 from prefray import flow, task
 
@@ -14,9 +14,9 @@ def greet(name: str = "world", n: int = 1) -> str:
     with open(os.environ["OUT_FILE"], "a") as fh:
         fh.write(f"{name}:{value}\\n")
     return f"hello {name} {value}"
-'''
+"""
 
-SUSPENDING = '''
+SUSPENDING = """
 import os
 from prefray import flow, task, suspend_flow_run
 
@@ -39,9 +39,9 @@ def suspending(n: int = 3) -> int:
     values = [f.result() for f in fetch.map(range(n))]
     factor = suspend_flow_run(wait_for_input=int, timeout=120)
     return combine(values, factor)
-'''
+"""
 
-SLOW = '''
+SLOW = """
 import os, time
 from prefray import flow, task
 
@@ -55,13 +55,13 @@ def sleepy(seconds: float) -> float:
 @flow
 def slow(seconds: float = 60) -> float:
     return sleepy(seconds)
-'''
+"""
 
-DIES = '''
+DIES = """
 import os
 from prefray import flow
 
 @flow
 def dies() -> None:
     os._exit(3)
-'''
+"""

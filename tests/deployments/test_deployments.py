@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, wait_for
-from flows_for_tests import DIES, SIMPLE, SLOW, SUSPENDING
+from deploy_flow_sources import DIES, SIMPLE, SLOW, SUSPENDING
+from deploy_helpers import run_cli, wait_for
 
 from prefray import resume_flow_run
 from prefray.schemas import FlowRun
