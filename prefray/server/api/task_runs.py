@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Body, Response, status
-from pydantic import Field, TypeAdapter
+import pydantic_core
+from fastapi import APIRouter, Request, Response, status
+from pydantic import TypeAdapter
 
 from prefray.exceptions import ObjectNotFound
 from prefray.schemas import (
@@ -21,18 +22,28 @@ from prefray.schemas import (
 from prefray.server.api._common import DB, json_response, lock_rows
 from prefray.server.database import task_runs as store
 from prefray.server.database.queries import read_states
-from prefray.server.database.transitions import TASK_RUNS, Proposal, apply_proposals
+from prefray.server.database.transitions import (
+    TASK_RUNS,
+    Proposal,
+    apply_proposals,
+    apply_proposals_json,
+)
+from prefray.server.database.wire import (
+    MAX_BATCH,
+    STATE_REPORTS,
+    TASK_RUN_CREATE,
+    TASK_RUN_CREATES,
+    parse_body,
+)
 from prefray.states import State
 
 __all__ = ["MAX_BATCH", "router"]
 
-MAX_BATCH = 50_000
 router = APIRouter(prefix="/api/task_runs", tags=["task runs"])
 
 _RUN = TypeAdapter(TaskRun)
 _RUNS = TypeAdapter(list[TaskRun])
 _RESULT = TypeAdapter(OrchestrationResult)
-_RESULTS = TypeAdapter(list[OrchestrationResult])
 _STATES = TypeAdapter(list[State])
 
 
@@ -40,28 +51,51 @@ def _not_found(run_id: uuid.UUID) -> ObjectNotFound:
     return ObjectNotFound(f"task run {run_id} not found")
 
 
+def _json(value: Any, status_code: int = 200) -> Response:
+    # `value` holds only what pydantic serializes exactly as the response model would
+    return Response(
+        pydantic_core.to_json(value), status_code=status_code, media_type="application/json"
+    )
+
+
+def _body(model: type[Any], *, many: bool) -> dict[str, Any]:
+    """The OpenAPI request body of a route that validates its body itself (fast, from
+    bytes); the models it refers to are documented by the responses."""
+    schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    if many:
+        schema = {"type": "array", "items": schema, "maxItems": MAX_BATCH}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 @router.post(
     "/",
     response_model=TaskRun,
     status_code=status.HTTP_201_CREATED,
     responses={200: {"description": "the task run already existed (a replay)"}},
+    openapi_extra=_body(TaskRunCreate, many=False),
 )
-async def create_task_run(body: TaskRunCreate, db: DB) -> Response:
+async def create_task_run(request: Request, db: DB) -> Response:
     """Create a task run; a replay (same id, or same flow run/task key/dynamic key) returns
     the stored one."""
+    body = parse_body(TASK_RUN_CREATE, await request.body())
     async with db.write() as conn:
-        [(run, created)] = await store.create_task_runs(conn, db.dialect, [body])
-    return json_response(_RUN, run, 201 if created else 200)
+        [(run, created)] = await store.create_task_runs_json(conn, db.dialect, [body])
+    return _json(run, 201 if created else 200)
 
 
-@router.post("/bulk", response_model=list[TaskRun], status_code=status.HTTP_201_CREATED)
-async def create_task_runs(
-    body: Annotated[list[TaskRunCreate], Body(), Field(max_length=MAX_BATCH)], db: DB
-) -> Response:
+@router.post(
+    "/bulk",
+    response_model=list[TaskRun],
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_body(TaskRunCreate, many=True),
+)
+async def create_task_runs(request: Request, db: DB) -> Response:
     """Create many task runs in one transaction; answers in request order."""
+    body = parse_body(TASK_RUN_CREATES, await request.body())
     async with db.write() as conn:
-        created = await store.create_task_runs(conn, db.dialect, body)
-    return json_response(_RUNS, [run for run, _ in created], 201)
+        created = await store.create_task_runs_json(conn, db.dialect, body)
+    return _json([run for run, _ in created], 201)
 
 
 @router.post("/filter", response_model=list[TaskRun])
@@ -71,23 +105,29 @@ async def read_task_runs(db: DB, body: TaskRunFilter | None = None) -> Response:
     return json_response(_RUNS, runs)
 
 
-@router.post("/states", response_model=list[OrchestrationResult])
-async def report_task_run_states(
-    body: Annotated[list[StateReport], Body(), Field(max_length=MAX_BATCH)], db: DB
-) -> Response:
+@router.post(
+    "/states",
+    response_model=list[OrchestrationResult],
+    openapi_extra=_body(StateReport, many=True),
+)
+async def report_task_run_states(request: Request, db: DB) -> Response:
     """Apply N state reports in order; an unknown task run gets ABORT, the rest proceed."""
+    body = parse_body(STATE_REPORTS, await request.body())
     proposals = [Proposal(r.task_run_id, r.state, r.force) for r in body]
     async with db.write() as conn:
-        results = await apply_proposals(conn, TASK_RUNS, proposals, lock_rows=lock_rows(db))
+        results = await apply_proposals_json(conn, TASK_RUNS, proposals, lock_rows=lock_rows(db))
     answers = [
         result
         if result is not None
-        else OrchestrationResult(
-            status=SetStateStatus.ABORT, reason=f"task run {report.task_run_id} not found"
-        )
+        else {
+            "status": SetStateStatus.ABORT.value,
+            "state": None,
+            "reason": f"task run {report.task_run_id} not found",
+            "delay_seconds": None,
+        }
         for report, result in zip(body, results, strict=True)
     ]
-    return json_response(_RESULTS, answers)
+    return _json(answers)
 
 
 @router.get("/{id}", response_model=TaskRun)

@@ -17,19 +17,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prefray.exceptions import ObjectNotFound
-from prefray.schemas import TaskRun, TaskRunCreate, TaskRunFilter
-from prefray.server.database.queries import insert_ignore, json_array_contains_all, sort_clause
-from prefray.server.database.transitions import (
-    FLOW_RUNS,
-    TASK_RUNS,
-    chunks,
-    history_row,
-    run_state_columns,
-)
-from prefray.server.orchestration import RunSnapshot, orchestrate
-from prefray.states import Pending, State, now
+from prefray.schemas import EmpiricalPolicy, TaskRun, TaskRunCreate, TaskRunFilter
+from prefray.server.database.fastpath import plain_write
+from prefray.server.database.fastsql import Codec, codec_for, json_text
+from prefray.server.database.queries import json_array_contains_all, sort_clause
+from prefray.server.database.transitions import FLOW_RUNS, TASK_RUNS, chunks
+from prefray.server.database.wire import WireState, state_json
+from prefray.server.orchestration import RunSnapshot, RunUpdates, orchestrate
+from prefray.states import State, StateDetails, StateType, now
 
-__all__ = ["create_task_runs", "read_task_run", "read_task_runs"]
+__all__ = ["create_task_runs", "create_task_runs_json", "read_task_run", "read_task_runs"]
 
 _RUNS = TASK_RUNS.run
 _EMPTY = RunSnapshot(kind="task", state=None)
@@ -44,44 +41,63 @@ async def create_task_runs(
     conn: AsyncConnection, dialect: str, items: Sequence[TaskRunCreate]
 ) -> list[tuple[TaskRun, bool]]:
     """Create task runs in request order; each with whether it was new (False: a replay)."""
+    created = await create_task_runs_json(conn, dialect, items)
+    return [(TaskRun.model_validate(run), new) for run, new in created]
+
+
+async def create_task_runs_json(
+    conn: AsyncConnection, dialect: str, items: Sequence[Any]
+) -> list[tuple[dict[str, Any], bool]]:
+    """`create_task_runs` answering each `TaskRun` as a dict that serializes to its JSON
+    (`pydantic_core.to_json`). `items` are `TaskRunCreate`s or their wire twins."""
     await _check_flow_runs_exist(conn, items)
+    codec = codec_for(dialect)
     when = now()
-    prepared = [_row(item, when + dt.timedelta(microseconds=i)) for i, item in enumerate(items)]
-    rows = [row for row, _ in prepared]
-    inserted: set[uuid.UUID] = set()
-    for chunk in chunks(rows, 2_000):
-        result = await conn.execute(insert_ignore(dialect, _RUNS).returning(_RUNS.c.id), chunk)
-        inserted.update(result.scalars())
-    new_flags: list[bool] = []
-    for row in rows:
-        new_flags.append(row["id"] in inserted)
-        inserted.discard(row["id"])  # a repeated id later in the request is a replay
-    history = [
-        history_row(TASK_RUNS, row["id"], state)
-        for (row, state), new in zip(prepared, new_flags, strict=True)
-        if new
+    prepared = [
+        _row(codec, item, when + dt.timedelta(microseconds=i)) for i, item in enumerate(items)
     ]
-    if history:
-        await conn.execute(sa.insert(TASK_RUNS.history), history)
-    replays = [row for row, new in zip(rows, new_flags, strict=True) if not new]
+    inserted = set(
+        await codec.insert_ignore_returning(
+            conn, _RUNS.name, _COLUMNS, [values for _, values, _ in prepared], "id"
+        )
+    )
+    new_flags: list[bool] = []
+    for _run, values, _ in prepared:
+        new_flags.append(values[0] in inserted)
+        inserted.discard(values[0])  # a repeated id later in the request is a replay
+    history = [history for (_, _, history), new in zip(prepared, new_flags, strict=True) if new]
+    await codec.insert_many(conn, TASK_RUNS.history.name, _HISTORY_COLUMNS, history)
+    replays = [run for (run, _, _), new in zip(prepared, new_flags, strict=True) if not new]
     existing = await _existing_rows(replays, conn)
     return [
-        (TaskRun.model_validate(row), True) if new else (existing[_identity(row)], False)
-        for row, new in zip(rows, new_flags, strict=True)
+        (run, True) if new else (existing[_identity(run)].model_dump(mode="json"), False)
+        for (run, _, _), new in zip(prepared, new_flags, strict=True)
     ]
 
 
-def _row(item: TaskRunCreate, created: dt.datetime) -> tuple[dict[str, Any], State]:
+# the stored columns of a new task run, in the order `_row` gives their values
+_COLUMNS = (
+    "id", "name", "flow_run_id", "task_key", "dynamic_key", "cache_key", "cache_expiration",
+    "tags", "task_inputs", "empirical_policy", "state", "state_type", "state_name",
+    "run_count", "expected_start_time", "start_time", "end_time", "total_run_time",
+    "created", "updated",
+)  # fmt: skip
+_HISTORY_COLUMNS = ("task_run_id", "type", "name", "timestamp", "transition_id", "state")
+_DEFAULT_POLICY = EmpiricalPolicy().model_dump(mode="json")
+
+
+def _row(
+    codec: Codec, item: Any, created: dt.datetime
+) -> tuple[dict[str, Any], tuple[Any, ...], tuple[Any, ...]]:
+    """A new run: its `TaskRun` JSON, its column values, its first history row."""
     run_id = item.id or uuid.uuid4()
-    state = item.state or Pending()
-    state.state_details.task_run_id = run_id
-    if state.state_details.flow_run_id is None:
-        state.state_details.flow_run_id = item.flow_run_id
-    decision = orchestrate(_EMPTY, state, now=created)
-    assert decision.new_state is not None and decision.updates is not None
-    columns = run_state_columns(decision.new_state, decision.updates)
-    columns.setdefault("expected_start_time", decision.new_state.timestamp)
-    row = {
+    if item.state is None:
+        state, updates = _pending(run_id, item.flow_run_id)
+    else:
+        state, updates = _initial(run_id, item, created)
+    as_json = state_json(state)
+    policy = item.empirical_policy.model_dump(mode="json")
+    run: dict[str, Any] = {
         "id": run_id,
         "name": item.name,
         "flow_run_id": item.flow_run_id,
@@ -93,12 +109,68 @@ def _row(item: TaskRunCreate, created: dt.datetime) -> tuple[dict[str, Any], Sta
         "task_inputs": {
             k: [i.model_dump(mode="json") for i in v] for k, v in item.task_inputs.items()
         },
-        "empirical_policy": item.empirical_policy.model_dump(mode="json"),
+        "empirical_policy": policy,
+        "state": as_json,
+        "state_type": state.type.value,
+        "state_name": as_json["name"],
+        "run_count": updates.run_count,
+        "expected_start_time": _expected_start(state),
+        "start_time": updates.start_time,
+        "end_time": updates.end_time,
+        "total_run_time": updates.total_run_time,
         "created": created,
         "updated": created,
-        **columns,
     }
-    return row, decision.new_state
+    key = codec.uuid(run_id)
+    state_text = codec.json(as_json)
+    values = (
+        key, item.name, codec.uuid(item.flow_run_id), item.task_key, item.dynamic_key,
+        item.cache_key, codec.ts(item.cache_expiration), codec.json(item.tags),
+        codec.json(run["task_inputs"]),
+        _POLICY_TEXT if policy == _DEFAULT_POLICY else codec.json(policy),
+        state_text, state.type.value, as_json["name"], updates.run_count,
+        codec.ts(run["expected_start_time"]), codec.ts(updates.start_time),
+        codec.ts(updates.end_time), updates.total_run_time, codec.ts(created), codec.ts(created),
+    )  # fmt: skip
+    history = (
+        key, state.type.value, as_json["name"], codec.ts(state.timestamp),
+        codec.uuid(state.state_details.transition_id), state_text,
+    )  # fmt: skip
+    return run, values, history
+
+
+_POLICY_TEXT = json_text(_DEFAULT_POLICY)
+_EMPTY_UPDATES = RunUpdates(run_count=0, start_time=None, end_time=None, total_run_time=0.0)
+
+
+def _pending(run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> tuple[Any, RunUpdates]:
+    """The default first state. No rule applies to a new run's Pending
+    (`fastpath.plain_write`), and it changes no run field but the state."""
+    state = WireState(
+        type=StateType.PENDING,
+        state_details=StateDetails(task_run_id=run_id, flow_run_id=flow_run_id),
+    )
+    assert plain_write("task", None, state, force=False, slots=None)
+    return state, _EMPTY_UPDATES
+
+
+def _initial(run_id: uuid.UUID, item: Any, created: dt.datetime) -> tuple[State, RunUpdates]:
+    state = item.state
+    if not isinstance(state, State):
+        state = State.model_validate(state_json(state))
+    state.state_details.task_run_id = run_id
+    if state.state_details.flow_run_id is None:
+        state.state_details.flow_run_id = item.flow_run_id
+    decision = orchestrate(_EMPTY, state, now=created)
+    assert decision.new_state is not None and decision.updates is not None
+    return decision.new_state, decision.updates
+
+
+def _expected_start(state: Any) -> dt.datetime:
+    scheduled = state.state_details.scheduled_time
+    if state.type == StateType.SCHEDULED and scheduled is not None:
+        return scheduled
+    return state.timestamp
 
 
 def _identity(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -5,6 +5,14 @@ handful of statements (load the runs, load the transition ids already seen,
 an executemany UPDATE of the run rows, an executemany INSERT into the
 history), whatever N is. Reports are applied in request order, so several
 reports for the same run in one batch chain as if sent one by one.
+
+Per report the cost is kept to what the decision needs. Runs are loaded as
+plain values (their state stays JSON text, parsed only if a rule must look
+at it); a proposal the rules cannot change (`fastpath.plain_write`: the usual
+Pending -> Running -> Completed) is written with its bookkeeping computed
+directly; anything else goes through `orchestrate()` with full `State`s.
+Values are encoded once for the driver (`fastsql`), not per row by
+SQLAlchemy's type processors.
 """
 
 from __future__ import annotations
@@ -20,12 +28,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prefray.schemas import EmpiricalPolicy, OrchestrationResult
 from prefray.server.database.concurrency import SlotBook
+from prefray.server.database.fastpath import bookkeeping, plain_write
+from prefray.server.database.fastsql import Codec, codec_for
 from prefray.server.database.models import (
     FlowRunORM,
     FlowRunStateORM,
     TaskRunORM,
     TaskRunStateORM,
 )
+from prefray.server.database.wire import state_json
 from prefray.server.orchestration import RunKind, RunSnapshot, RunUpdates, orchestrate
 from prefray.states import State, StateType, now
 
@@ -35,12 +46,14 @@ __all__ = [
     "Proposal",
     "RunTables",
     "apply_proposals",
+    "apply_proposals_json",
     "history_row",
     "run_state_columns",
 ]
 
 # bound parameters per IN (...) list: well under SQLite's and asyncpg's limits
 _CHUNK = 5_000
+_HISTORY_COLUMNS = ("type", "name", "timestamp", "transition_id", "state")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +76,66 @@ TASK_RUNS = RunTables(
 @dataclasses.dataclass(frozen=True)
 class Proposal:
     run_id: uuid.UUID
-    state: State
+    # a `State`, or the hot routes' wire twin of it (`wire.WireState`)
+    state: Any
     force: bool = False
 
 
-@dataclasses.dataclass
-class _LiveRun:
-    snapshot: RunSnapshot
+@dataclasses.dataclass(slots=True)
+class _Run:
+    """A run as loaded, carried forward in memory through the batch."""
+
+    key: Any  # the id as the driver stores it
     flow_run_id: uuid.UUID | None
-    seen: set[uuid.UUID]
-    updates: RunUpdates | None = None
+    state_type: StateType | None
+    timestamp: dt.datetime | None  # of the current state
+    state_text: str | None  # the stored state JSON, parsed only on demand
+    run_count: int
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    total_run_time: float
+    policy_text: str | None
+    seen: set[uuid.UUID] = dataclasses.field(default_factory=set)
+    parsed: State | None = None
+    # set once a state is written in this batch
+    written: Any = None  # the written state (State or wire twin), for its details
+    written_json: dict[str, Any] | None = None
+    cache: RunUpdates | None = None  # the last write that recorded a cache key
+
+    def state(self) -> State | None:
+        if self.parsed is None:
+            if self.written_json is not None:
+                self.parsed = State.model_validate(self.written_json)
+            elif self.state_text is not None:
+                self.parsed = State.model_validate_json(self.state_text)
+        return self.parsed
+
+    def snapshot(self, kind: RunKind) -> RunSnapshot:
+        policy = self.policy_text
+        return RunSnapshot(
+            kind=kind,
+            state=self.state(),
+            run_count=self.run_count,
+            empirical_policy=EmpiricalPolicy.model_validate_json(policy or "{}"),
+            start_time=self.start_time,
+            end_time=self.end_time,
+            total_run_time=self.total_run_time,
+            seen_transition_ids=frozenset(self.seen),
+        )
+
+    def advance(self, state: Any, as_json: dict[str, Any], updates: RunUpdates) -> None:
+        """Carry the run forward so the next report in the batch sees `state`."""
+        transition_id = state.state_details.transition_id
+        if transition_id is not None:
+            self.seen.add(transition_id)
+        self.state_type = state.type
+        self.timestamp = state.timestamp
+        self.parsed = state if isinstance(state, State) else None
+        self.written, self.written_json = state, as_json
+        self.run_count, self.start_time = updates.run_count, updates.start_time
+        self.end_time, self.total_run_time = updates.end_time, updates.total_run_time
+        if updates.record_cache_key:
+            self.cache = updates
 
 
 def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -88,40 +151,92 @@ async def apply_proposals(
     lock_rows: bool,
 ) -> list[OrchestrationResult | None]:
     """Orchestrate every proposal in order; None where the run does not exist."""
+    answers = await apply_proposals_json(conn, tables, proposals, lock_rows=lock_rows)
+    return [OrchestrationResult.model_validate(a) if a is not None else None for a in answers]
+
+
+async def apply_proposals_json(
+    conn: AsyncConnection,
+    tables: RunTables,
+    proposals: Sequence[Proposal],
+    *,
+    lock_rows: bool,
+) -> list[dict[str, Any] | None]:
+    """`apply_proposals`, answering each `OrchestrationResult` in its JSON form."""
+    codec = codec_for(conn.dialect.name)
     run_ids = list(dict.fromkeys(p.run_id for p in proposals))
-    live = await _load_runs(conn, tables, run_ids, lock_rows)
-    await _load_seen(conn, tables, proposals, live)
+    live = await _load_runs(conn, codec, tables, run_ids, lock_rows)
+    await _load_seen(conn, codec, tables, proposals, live)
     slots = None
-    if tables.kind == "task":  # tag concurrency slots, taken/freed with the states
+    if tables.kind == "task" and live:  # tag concurrency slots, taken/freed with the states
         slots = await SlotBook.load(conn, proposals, live, lock_rows=lock_rows)
     when = now()
-    results: list[OrchestrationResult | None] = []
-    history: list[dict[str, Any]] = []
+    results: list[dict[str, Any] | None] = []
+    history: list[tuple[Any, ...]] = []
     for proposal in proposals:
         run = live.get(proposal.run_id)
         if run is None:
             results.append(None)
             continue
         _fill_ids(tables, proposal, run)
-        cached = await _cached_state(conn, proposal.state, when) if tables.kind == "task" else None
-        decision = orchestrate(
-            run.snapshot,
-            proposal.state,
-            force=proposal.force,
-            now=when,
-            cached=cached,
-            slots=slots.counts_for(proposal.run_id) if slots is not None else None,
-        )
-        results.append(decision.result)
-        if decision.new_state is not None and decision.updates is not None:
-            history.append(history_row(tables, proposal.run_id, decision.new_state))
+        answer, written = await _decide(conn, tables, run, proposal, slots, when)
+        results.append(answer)
+        if written is not None:
+            state, as_json = written
+            history.append(_history_values(codec, run.key, state, as_json))
             if slots is not None:
-                slots.track(proposal.run_id, decision.new_state)
-            _advance(run, decision.new_state, decision.updates)
-    await _write(conn, tables, live, history, when)
+                slots.track(proposal.run_id, state)
+    await _write(conn, codec, tables, live, history, when)
     if slots is not None:
         await slots.write(conn, when)
     return results
+
+
+async def _decide(
+    conn: AsyncConnection,
+    tables: RunTables,
+    run: _Run,
+    proposal: Proposal,
+    slots: SlotBook | None,
+    when: dt.datetime,
+) -> tuple[dict[str, Any], tuple[Any, dict[str, Any]] | None]:
+    """The answer to one proposal, and the state written (with its JSON) if any."""
+    proposed = proposal.state
+    counts = slots.counts_for(proposal.run_id) if slots is not None else None
+    repeated = proposed.state_details.transition_id in run.seen
+    if not repeated and plain_write(
+        tables.kind, run.state_type, proposed, force=proposal.force, slots=counts
+    ):
+        as_json = state_json(proposed)
+        updates = bookkeeping(
+            run.state_type,
+            run.timestamp,
+            run.run_count,
+            run.start_time,
+            run.end_time,
+            run.total_run_time,
+            proposed,
+        )
+        run.advance(proposed, as_json, updates)
+        answer = {"status": "ACCEPT", "state": as_json, "reason": None, "delay_seconds": None}
+        return answer, (proposed, as_json)
+    if not isinstance(proposed, State):
+        proposed = State.model_validate(state_json(proposed))
+    cached = await _cached_state(conn, proposed, when) if tables.kind == "task" else None
+    decision = orchestrate(
+        run.snapshot(tables.kind),
+        proposed,
+        force=proposal.force,
+        now=when,
+        cached=cached,
+        slots=counts,
+    )
+    answer = decision.result.model_dump(mode="json")
+    if decision.new_state is None or decision.updates is None:
+        return answer, None
+    as_json = answer["state"]
+    run.advance(decision.new_state, as_json, decision.updates)
+    return answer, (decision.new_state, as_json)
 
 
 def history_row(tables: RunTables, run_id: uuid.UUID, state: State) -> dict[str, Any]:
@@ -133,6 +248,18 @@ def history_row(tables: RunTables, run_id: uuid.UUID, state: State) -> dict[str,
         "transition_id": state.state_details.transition_id,
         "state": state.model_dump(mode="json"),
     }
+
+
+def _history_values(codec: Codec, key: Any, state: Any, as_json: dict[str, Any]) -> tuple[Any, ...]:
+    """A history row, in `(fk, *_HISTORY_COLUMNS)` order, ready for the driver."""
+    return (
+        key,
+        state.type.value,
+        as_json["name"],
+        codec.ts(state.timestamp),
+        codec.uuid(state.state_details.transition_id),
+        codec.json(as_json),
+    )
 
 
 def run_state_columns(state: State, updates: RunUpdates) -> dict[str, Any]:
@@ -152,45 +279,52 @@ def run_state_columns(state: State, updates: RunUpdates) -> dict[str, Any]:
 
 
 async def _load_runs(
-    conn: AsyncConnection, tables: RunTables, run_ids: list[uuid.UUID], lock_rows: bool
-) -> dict[uuid.UUID, _LiveRun]:
-    t = tables.run
-    flow_run_col = t.c.flow_run_id if tables.kind == "task" else sa.null()
-    cols = [
-        t.c.id,
-        t.c.state,
-        t.c.run_count,
-        t.c.empirical_policy,
-        t.c.start_time,
-        t.c.end_time,
-        t.c.total_run_time,
-        flow_run_col.label("flow_run_id"),
-    ]
-    live: dict[uuid.UUID, _LiveRun] = {}
-    for chunk in chunks(sorted(run_ids)):
-        query = sa.select(*cols).where(t.c.id.in_(chunk))
+    conn: AsyncConnection,
+    codec: Codec,
+    tables: RunTables,
+    run_ids: list[uuid.UUID],
+    lock_rows: bool,
+) -> dict[uuid.UUID, _Run]:
+    t = tables.run.name
+    flow_run = "flow_run_id" if tables.kind == "task" else "NULL"
+    columns = (
+        f"id, state_type, {codec.json_field('state', 'timestamp')}, {codec.as_text('state')}, "
+        f"run_count, start_time, end_time, total_run_time, "
+        f"{codec.as_text('empirical_policy')}, {flow_run}"
+    )
+    by_key = {codec.uuid(run_id): run_id for run_id in run_ids}
+    live: dict[uuid.UUID, _Run] = {}
+    flow_run_ids: dict[Any, uuid.UUID | None] = {None: None}
+    for chunk in chunks(sorted(by_key)):
+        sql = f"SELECT {columns} FROM {t} WHERE id IN ({codec.params(len(chunk))})"
         if lock_rows:
             # id order: two batches touching the same runs never deadlock
-            query = query.order_by(t.c.id).with_for_update()
-        for row in await conn.execute(query):
-            snapshot = RunSnapshot(
-                kind=tables.kind,
-                state=State.model_validate(row.state) if row.state else None,
-                run_count=row.run_count,
-                empirical_policy=EmpiricalPolicy.model_validate(row.empirical_policy or {}),
-                start_time=row.start_time,
-                end_time=row.end_time,
-                total_run_time=row.total_run_time,
+            sql += " ORDER BY id FOR UPDATE"
+        for row in await conn.exec_driver_sql(sql, tuple(chunk)):
+            key, state_type, timestamp, text, count, start, end, total, policy, flow = row
+            if flow not in flow_run_ids:
+                flow_run_ids[flow] = codec.uuid_out(flow)
+            live[by_key[key]] = _Run(
+                key=key,
+                flow_run_id=flow_run_ids[flow],
+                state_type=StateType(state_type) if state_type is not None else None,
+                timestamp=dt.datetime.fromisoformat(timestamp) if timestamp else None,
+                state_text=text,
+                run_count=count,
+                start_time=codec.ts_out(start),
+                end_time=codec.ts_out(end),
+                total_run_time=total,
+                policy_text=policy,
             )
-            live[row.id] = _LiveRun(snapshot, row.flow_run_id, set())
     return live
 
 
 async def _load_seen(
     conn: AsyncConnection,
+    codec: Codec,
     tables: RunTables,
     proposals: Sequence[Proposal],
-    live: dict[uuid.UUID, _LiveRun],
+    live: dict[uuid.UUID, _Run],
 ) -> None:
     transition_ids = list(
         {
@@ -199,21 +333,23 @@ async def _load_seen(
             if p.state.state_details.transition_id is not None and p.run_id in live
         }
     )
-    h = tables.history
-    fk = h.c[tables.fk]
+    if not transition_ids:
+        return
+    by_key = {run.key: run for run in live.values()}
+    h = tables.history.name
     for chunk in chunks(transition_ids):
-        query = sa.select(fk, h.c.transition_id).where(h.c.transition_id.in_(chunk))
-        for run_id, transition_id in await conn.execute(query):
-            if run_id in live:
-                live[run_id].seen.add(transition_id)
-    for run in live.values():
-        if run.seen:
-            run.snapshot = dataclasses.replace(
-                run.snapshot, seen_transition_ids=frozenset(run.seen)
-            )
+        sql = (
+            f"SELECT {tables.fk}, transition_id FROM {h} "
+            f"WHERE transition_id IN ({codec.params(len(chunk))})"
+        )
+        params = tuple(codec.uuid(i) for i in chunk)
+        for key, transition_id in await conn.exec_driver_sql(sql, params):
+            run = by_key.get(key)
+            if run is not None:
+                run.seen.add(codec.uuid_out(transition_id))  # type: ignore[arg-type]
 
 
-def _fill_ids(tables: RunTables, proposal: Proposal, run: _LiveRun) -> None:
+def _fill_ids(tables: RunTables, proposal: Proposal, run: _Run) -> None:
     details = proposal.state.state_details
     if tables.kind == "task":
         details.task_run_id = proposal.run_id
@@ -242,62 +378,49 @@ async def _cached_state(conn: AsyncConnection, proposed: State, when: dt.datetim
     return State.model_validate(row.state) if row is not None and row.state else None
 
 
-def _advance(run: _LiveRun, state: State, updates: RunUpdates) -> None:
-    """Carry the run forward in memory so the next report in the batch sees it."""
-    if state.state_details.transition_id is not None:
-        run.seen.add(state.state_details.transition_id)
-    run.snapshot = dataclasses.replace(
-        run.snapshot,
-        state=state,
-        run_count=updates.run_count,
-        start_time=updates.start_time,
-        end_time=updates.end_time,
-        total_run_time=updates.total_run_time,
-        seen_transition_ids=frozenset(run.seen),
-    )
-    if run.updates is not None and run.updates.record_cache_key and not updates.record_cache_key:
-        updates = dataclasses.replace(
-            updates,
-            cache_key=run.updates.cache_key,
-            cache_expiration=run.updates.cache_expiration,
-            record_cache_key=True,
-        )
-    run.updates = updates
-
-
 async def _write(
     conn: AsyncConnection,
+    codec: Codec,
     tables: RunTables,
-    live: dict[uuid.UUID, _LiveRun],
-    history: list[dict[str, Any]],
+    live: dict[uuid.UUID, _Run],
+    history: list[tuple[Any, ...]],
     when: dt.datetime,
 ) -> None:
     if not history:
         return
-    rows_plain: list[dict[str, Any]] = []
-    rows_cached: list[dict[str, Any]] = []
-    for run_id, run in live.items():
-        if run.updates is None or run.snapshot.state is None:
+    updated = codec.ts(when)
+    # executemany needs one statement per column set: the plain update, plus
+    # expected_start_time for Scheduled states, plus the cache key when recorded
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for run in live.values():
+        state, as_json = run.written, run.written_json
+        if state is None or as_json is None:
             continue
-        values = run_state_columns(run.snapshot.state, run.updates)
-        values["_id"] = run_id
-        values["updated"] = when
-        if run.updates.record_cache_key:
-            values["cache_key"] = run.updates.cache_key
-            values["cache_expiration"] = run.updates.cache_expiration
-            rows_cached.append(values)
-        else:
-            rows_plain.append(values)
-    t = tables.run
-    for rows in (rows_plain, rows_cached):
-        # executemany needs the same keys in every row; split by key set
-        for group in _group_by_keys(rows):
-            await conn.execute(sa.update(t).where(t.c.id == sa.bindparam("_id")), group)
-    await conn.execute(sa.insert(tables.history), history)
-
-
-def _group_by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(frozenset(row), []).append(row)
-    return list(groups.values())
+        columns = ["state", "state_type", "state_name", "run_count", "start_time", "end_time"]
+        columns += ["total_run_time", "updated"]
+        values = [
+            codec.json(as_json),
+            state.type.value,
+            as_json["name"],
+            run.run_count,
+            codec.ts(run.start_time),
+            codec.ts(run.end_time),
+            run.total_run_time,
+            updated,
+        ]
+        scheduled = state.state_details.scheduled_time
+        if state.type == StateType.SCHEDULED and scheduled is not None:
+            columns.append("expected_start_time")
+            values.append(codec.ts(scheduled))
+        if run.cache is not None:
+            columns += ["cache_key", "cache_expiration"]
+            values += [run.cache.cache_key, codec.ts(run.cache.cache_expiration)]
+        values.append(run.key)
+        groups.setdefault(tuple(columns), []).append(tuple(values))
+    t = tables.run.name
+    for columns, rows in groups.items():
+        marks = codec.params(len(columns)).split(", ")
+        sets = ", ".join(f"{c} = {p}" for c, p in zip(columns, marks, strict=True))
+        where = codec.params(1, start=len(columns) + 1)
+        await conn.exec_driver_sql(f"UPDATE {t} SET {sets} WHERE id = {where}", rows)
+    await codec.insert_many(conn, tables.history.name, (tables.fk, *_HISTORY_COLUMNS), history)
