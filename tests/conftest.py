@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from prefray.settings import set_process_settings
+from prefray.settings import Settings, set_process_settings
+from prefray.testing import prefray_test_harness
 
 _CLEARED = ("PREFRAY_API_URL", "PREFRAY_API_KEY", "PREFRAY_API_DATABASE_URL")
 
@@ -27,3 +28,11 @@ def _isolated_prefray_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         else:
             os.environ[key] = value
     set_process_settings(None)
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Settings]:
+    """The embedded API over real HTTP on a throw-away SQLite database, for one
+    test module (module scope: no module sees another's API URL in its env)."""
+    with prefray_test_harness() as settings:
+        yield settings
