@@ -82,7 +82,10 @@ class Codec:
         if value is None:
             return None
         try:
-            value = value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=_UTC)
+            elif value.tzinfo is not _UTC:
+                value = value.astimezone(_UTC)
         except OverflowError as exc:
             raise _unstorable(f"a timestamp is out of range: {exc}") from None
         if not self.sqlite:

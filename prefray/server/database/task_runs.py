@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from prefray.exceptions import ObjectNotFound
 from prefray.schemas import EmpiricalPolicy, TaskRun, TaskRunCreate, TaskRunFilter
 from prefray.server.database.fastpath import plain_write
-from prefray.server.database.fastsql import Codec, codec_for, json_text
+from prefray.server.database.fastsql import Codec, codec_for, iso_json, json_text
 from prefray.server.database.queries import json_array_contains_all, sort_clause
 from prefray.server.database.transitions import FLOW_RUNS, TASK_RUNS, chunks
 from prefray.server.database.wire import WireState, state_json
@@ -92,11 +92,18 @@ def _row(
     """A new run: its `TaskRun` JSON, its column values, its first history row."""
     run_id = item.id or uuid.uuid4()
     if item.state is None:
-        state, updates = _pending(run_id, item.flow_run_id)
+        as_json, updates = _pending(run_id, item.flow_run_id), _EMPTY_UPDATES
+        state_type, timestamp = StateType.PENDING, now()
+        transition_id = expected = None
     else:
         state, updates = _initial(run_id, item, created)
-    as_json = state_json(state)
+        as_json = state.model_dump(mode="json")
+        state_type, timestamp = state.type, state.timestamp
+        transition_id, expected = state.state_details.transition_id, _scheduled(state)
+    as_json["timestamp"] = iso_json(timestamp) if item.state is None else as_json["timestamp"]
+    expected = expected or timestamp
     policy = item.empirical_policy.model_dump(mode="json")
+    task_inputs = {k: [i.model_dump(mode="json") for i in v] for k, v in item.task_inputs.items()}
     run: dict[str, Any] = {
         "id": run_id,
         "name": item.name,
@@ -106,52 +113,55 @@ def _row(
         "cache_key": item.cache_key,
         "cache_expiration": item.cache_expiration,
         "tags": item.tags,
-        "task_inputs": {
-            k: [i.model_dump(mode="json") for i in v] for k, v in item.task_inputs.items()
-        },
+        "task_inputs": task_inputs,
         "empirical_policy": policy,
         "state": as_json,
-        "state_type": state.type.value,
+        "state_type": state_type.value,
         "state_name": as_json["name"],
         "run_count": updates.run_count,
-        "expected_start_time": _expected_start(state),
+        "expected_start_time": expected,
         "start_time": updates.start_time,
         "end_time": updates.end_time,
         "total_run_time": updates.total_run_time,
         "created": created,
         "updated": created,
     }
-    key = codec.uuid(run_id)
-    state_text = codec.json(as_json)
+    key, state_text, stamp = codec.uuid(run_id), codec.json(as_json), codec.ts(created)
     values = (
         key, item.name, codec.uuid(item.flow_run_id), item.task_key, item.dynamic_key,
-        item.cache_key, codec.ts(item.cache_expiration), codec.json(item.tags),
-        codec.json(run["task_inputs"]),
+        item.cache_key, codec.ts(item.cache_expiration),
+        codec.json(item.tags) if item.tags else "[]",
+        codec.json(task_inputs) if task_inputs else "{}",
         _POLICY_TEXT if policy == _DEFAULT_POLICY else codec.json(policy),
-        state_text, state.type.value, as_json["name"], updates.run_count,
-        codec.ts(run["expected_start_time"]), codec.ts(updates.start_time),
-        codec.ts(updates.end_time), updates.total_run_time, codec.ts(created), codec.ts(created),
+        state_text, state_type.value, as_json["name"], updates.run_count,
+        codec.ts(expected), codec.ts(updates.start_time),
+        codec.ts(updates.end_time), updates.total_run_time, stamp, stamp,
     )  # fmt: skip
     history = (
-        key, state.type.value, as_json["name"], codec.ts(state.timestamp),
-        codec.uuid(state.state_details.transition_id), state_text,
+        key, state_type.value, as_json["name"], codec.ts(timestamp),
+        codec.uuid(transition_id), state_text,
     )  # fmt: skip
     return run, values, history
 
 
 _POLICY_TEXT = json_text(_DEFAULT_POLICY)
 _EMPTY_UPDATES = RunUpdates(run_count=0, start_time=None, end_time=None, total_run_time=0.0)
+# a new run's default first state, as `Pending()` dumps it; `_pending` fills in the rest
+_PENDING = state_json(WireState(type=StateType.PENDING))
+_DETAILS = StateDetails().model_dump(mode="json")
+# no rule applies to a new run's Pending, and it changes no run field but the state
+assert plain_write("task", None, WireState(type=StateType.PENDING), force=False, slots=None)
 
 
-def _pending(run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> tuple[Any, RunUpdates]:
-    """The default first state. No rule applies to a new run's Pending
-    (`fastpath.plain_write`), and it changes no run field but the state."""
-    state = WireState(
-        type=StateType.PENDING,
-        state_details=StateDetails(task_run_id=run_id, flow_run_id=flow_run_id),
-    )
-    assert plain_write("task", None, state, force=False, slots=None)
-    return state, _EMPTY_UPDATES
+def _pending(run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> dict[str, Any]:
+    """`Pending()` for a new run in JSON form, timestamp left for the caller."""
+    details = dict(_DETAILS)
+    details["task_run_id"] = str(run_id)
+    details["flow_run_id"] = str(flow_run_id) if flow_run_id is not None else None
+    as_json = dict(_PENDING)
+    as_json["id"] = str(uuid.uuid4())
+    as_json["state_details"] = details
+    return as_json
 
 
 def _initial(run_id: uuid.UUID, item: Any, created: dt.datetime) -> tuple[State, RunUpdates]:
@@ -166,11 +176,9 @@ def _initial(run_id: uuid.UUID, item: Any, created: dt.datetime) -> tuple[State,
     return decision.new_state, decision.updates
 
 
-def _expected_start(state: Any) -> dt.datetime:
+def _scheduled(state: State) -> dt.datetime | None:
     scheduled = state.state_details.scheduled_time
-    if state.type == StateType.SCHEDULED and scheduled is not None:
-        return scheduled
-    return state.timestamp
+    return scheduled if state.type == StateType.SCHEDULED else None
 
 
 def _identity(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -100,6 +100,7 @@ class _Run:
     # set once a state is written in this batch
     written: Any = None  # the written state (State or wire twin), for its details
     written_json: dict[str, Any] | None = None
+    written_text: str | None = None
     cache: RunUpdates | None = None  # the last write that recorded a cache key
 
     def state(self) -> State | None:
@@ -183,7 +184,7 @@ async def apply_proposals_json(
         results.append(answer)
         if written is not None:
             state, as_json = written
-            history.append(_history_values(codec, run.key, state, as_json))
+            history.append(_history_values(codec, run, state, as_json))
             if slots is not None:
                 slots.track(proposal.run_id, state)
     await _write(conn, codec, tables, live, history, when)
@@ -250,15 +251,18 @@ def history_row(tables: RunTables, run_id: uuid.UUID, state: State) -> dict[str,
     }
 
 
-def _history_values(codec: Codec, key: Any, state: Any, as_json: dict[str, Any]) -> tuple[Any, ...]:
+def _history_values(
+    codec: Codec, run: _Run, state: Any, as_json: dict[str, Any]
+) -> tuple[Any, ...]:
     """A history row, in `(fk, *_HISTORY_COLUMNS)` order, ready for the driver."""
+    run.written_text = codec.json(as_json)  # the run row stores the same text
     return (
-        key,
+        run.key,
         state.type.value,
         as_json["name"],
         codec.ts(state.timestamp),
         codec.uuid(state.state_details.transition_id),
-        codec.json(as_json),
+        run.written_text,
     )
 
 
@@ -393,13 +397,13 @@ async def _write(
     # expected_start_time for Scheduled states, plus the cache key when recorded
     groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     for run in live.values():
-        state, as_json = run.written, run.written_json
-        if state is None or as_json is None:
+        state, as_json, text = run.written, run.written_json, run.written_text
+        if state is None or as_json is None or text is None:
             continue
         columns = ["state", "state_type", "state_name", "run_count", "start_time", "end_time"]
         columns += ["total_run_time", "updated"]
         values = [
-            codec.json(as_json),
+            text,
             state.type.value,
             as_json["name"],
             run.run_count,
