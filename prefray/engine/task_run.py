@@ -26,7 +26,7 @@ from prefray.context import TaskRunContext
 from prefray.engine.call import TaskRunCall
 from prefray.engine.final_state import crashed_state, failed_state
 from prefray.engine.upstream import UpstreamNotReady, resolve_inputs
-from prefray.exceptions import TaskRunTimeout
+from prefray.exceptions import ObjectNotFound, TaskRunTimeout
 from prefray.schemas import OrchestrationResult, SetStateStatus
 from prefray.settings import use_settings
 from prefray.states import Cancelled, Completed, Failed, Pending, Retrying, Running, State, now
@@ -245,8 +245,18 @@ class _TaskRunEngine:
 
         self.reporter.flush(self.call.settings.api_request_timeout)
         with get_client(sync_client=True) as client:
+            created = False
             while True:
-                result = client.set_task_run_state(self.task_run.id, state)
+                try:
+                    result = client.set_task_run_state(self.task_run.id, state)
+                except ObjectNotFound:
+                    if created:
+                        raise
+                    # its creation may still wait in the driver's batch (a worker asking
+                    # first): create it here (an upsert, so the batch's replay is harmless)
+                    client.create_task_run(_creation_of(self.task_run))
+                    created = True
+                    continue
                 if result.status != SetStateStatus.WAIT:
                     return result
                 time.sleep(max(0.0, result.delay_seconds or 0.0))
@@ -321,6 +331,24 @@ def _rebind(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 
 def _log_prints(call: TaskRunCall) -> bool:
     return call.task.log_prints if call.task.log_prints is not None else call.log_prints
+
+
+def _creation_of(task_run: Any) -> Any:
+    from prefray.schemas import TaskRunCreate
+
+    return TaskRunCreate.model_construct(
+        id=task_run.id,
+        name=task_run.name,
+        flow_run_id=task_run.flow_run_id,
+        task_key=task_run.task_key,
+        dynamic_key=task_run.dynamic_key,
+        cache_key=None,
+        cache_expiration=None,
+        tags=task_run.tags,
+        task_inputs=task_run.task_inputs,
+        empirical_policy=task_run.empirical_policy,
+        state=None,
+    )
 
 
 def _process_reporter() -> Any:
