@@ -62,7 +62,9 @@ class _TaskRunEngine:
         self.task = call.task
         self.task_run = call.task_run
         self.reporter = call.reporter or _process_reporter()
-        self.run_count = 0
+        # > 0 for a run submitted again (a retry after its worker crashed): its
+        # next start is a Retrying proposal the server decides, never a fresh start
+        self.run_count = call.task_run.run_count or 0
         self.cache_key: str | None = None
         self.retry_at: dt.datetime | None = None
         self.context = TaskRunContext(

@@ -24,15 +24,12 @@ class RayState(State):
     _value_ref: Any = PrivateAttr(default=None)
     _fetch_lock: Any = PrivateAttr(default=None)
 
-    @classmethod
-    def from_worker(cls, state: State, value_ref: Any) -> RayState:
-        out = cls.model_validate(state.model_dump())
-        if state.exception is not None:
-            out.with_exception(state.exception)
-        if state.is_completed() and state.data is None:
-            out._value_ref = value_ref
-            out._fetch_lock = threading.Lock()
-        return out
+    def keeping_value_in(self, value_ref: Any) -> RayState:
+        """This state, whose value (if it completed) is `value_ref` in the store."""
+        if self.is_completed() and self.data is None:
+            self._value_ref = value_ref
+            self._fetch_lock = threading.Lock()
+        return self
 
     def fetch_value(self) -> None:
         """Bring the value into this process (once)."""

@@ -32,7 +32,7 @@ from prefray.settings import use_settings
 from prefray.states import Cancelled, Crashed, State
 from task_runners.ray.errors import describe, is_dependency_failure, user_facing_error
 from task_runners.ray.futures import RayState
-from task_runners.ray.payload import WorkerResult, restore_exception
+from task_runners.ray.payload import decode_result
 from task_runners.ray.submission import Attempt, Plan, Submitter
 
 __all__ = ["Monitor"]
@@ -153,17 +153,16 @@ class Monitor:
 
     def _on_done(self, attempt: Attempt, done: Any) -> None:
         try:
-            result: WorkerResult = done.result()
+            result = done.result()
         except BaseException as exc:  # Ray's error for this attempt
             self._on_error(attempt, exc, upstreams_final=False)
             return
-        state = result.state
-        restore_exception(state.exception)
+        state, reports = decode_result(result, RayState)
         call = attempt.plan.call
-        if result.reports:
+        if reports:
             with use_settings(call.settings):
-                _reporter().extend(result.reports)
-        self._settle(attempt, RayState.from_worker(state, attempt.value_ref))
+                _reporter().extend(reports)
+        self._settle(attempt, state.keeping_value_in(attempt.value_ref))
 
     def _on_error(self, attempt: Attempt, exc: BaseException, upstreams_final: bool) -> None:
         if attempt.cancelled:

@@ -40,8 +40,9 @@ RESERVED_OPTIONS = {
     "retry_exceptions": "the engine owns retries: use @task(retries=..., retry_condition_fn=...)",
 }
 
+_EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 _current: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "prefray_ray_remote_options", default=types.MappingProxyType({})
+    "prefray_ray_remote_options", default=_EMPTY
 )
 
 
@@ -92,7 +93,8 @@ def current_options() -> Mapping[str, Any]:
 
 
 def function_options(fn: Callable[..., Any]) -> Mapping[str, Any]:
-    return getattr(fn, FUNCTION_ATTRIBUTE, None) or {}
+    # the same empty mapping every time: the submitter caches by identity
+    return getattr(fn, FUNCTION_ATTRIBUTE, None) or _EMPTY
 
 
 def merged_options(defaults: Mapping[str, Any], fn: Callable[..., Any]) -> dict[str, Any]:

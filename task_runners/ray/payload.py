@@ -2,19 +2,26 @@
 
 A submission is `execute(shared_key, shared, spec, *upstream_values)`:
 
-- `shared_key`, `shared`: the Task object and the settings snapshot, pickled
-  once per (task, settings) on the driver and unpickled once per worker
-  process (cached by `shared_key`), however many runs of a map use them. Small
-  payloads travel inline as bytes; large ones (a task whose function holds
-  big data) are put in the object store once and passed by reference. Both are
-  top-level arguments: a reference nested inside an argument would cost Ray
-  a borrower registration per call (about 0.3 ms here);
-- `spec` (`CallSpec`): what is particular to this run: its `TaskRun`, its
-  parameters with every upstream future replaced by an `Upstream` placeholder;
+- `shared_key`, `shared`: the Task object, the settings snapshot and what is
+  the same for every run of the flow run (`Shared`), pickled once on the
+  driver and unpickled once per worker process (cached by `shared_key`),
+  however many runs of a map use them. Small payloads travel inline as bytes;
+  large ones (a task whose function holds big data) are put in the object
+  store once and passed by reference. Both are top-level arguments: a
+  reference nested inside an argument would cost Ray a borrower registration
+  per call (about 0.3 ms here);
+- `spec`: what is particular to this run (`encode_spec`), as a plain list of
+  str/bytes/int/dict/list, which Ray packs with msgpack instead of pickle (a
+  pickled `TaskRun` model cost ~0.1 ms per submission on the driver and as
+  much again on the worker). Its parameters carry an `Upstream` placeholder
+  wherever an upstream future was;
 - `upstream_values`: one top-level ObjectRef per upstream future, so Ray runs
   the task after its upstreams and moves their values worker to worker.
 
-An upstream's value object is its return value when it completed, or a
+A worker returns `(result, value)`. `result` is small and msgpack-friendly
+(`encode_result`): the transitions the engine made, each state as a short
+list, for the driver to ship to the API in its batches, and the final state.
+The value object is the task's return value when it completed, or a
 `NotCompleted` marker carrying its final state (then the downstream is
 NotReady, or, through `allow_failure`, receives the exception).
 """
@@ -22,22 +29,29 @@ NotReady, or, through `allow_failure`, receives the exception).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import traceback
 import uuid
 from typing import Any
 
-from prefray.schemas import TaskRun
-from prefray.states import State
+from prefray.schemas import EmpiricalPolicy, TaskRun, TaskRunInput
+from prefray.states import ResultReference, State, StateDetails, StateType
 
 __all__ = [
-    "CallSpec",
     "NotCompleted",
     "RemoteTraceback",
+    "Shared",
     "Upstream",
-    "WorkerResult",
+    "decode_result",
+    "decode_spec",
+    "encode_result",
+    "encode_spec",
     "portable_exception",
     "restore_exception",
 ]
+
+_UTC = dt.timezone.utc
+_DETAIL_DEFAULTS = StateDetails().__dict__
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +62,15 @@ class Upstream:
     task_run_id: uuid.UUID
 
 
-@dataclasses.dataclass
-class CallSpec:
-    task_run: TaskRun
-    parameters: dict[str, Any]
-    wait_for: list[Any] | None
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """What every run of one task in one flow run has in common (pickled once)."""
+
+    task: Any
+    settings: Any
     flow_run_id: uuid.UUID | None
     flow_name: str | None
     log_prints: bool
-    dynamic_index: int | None
-    upstream_ids: list[uuid.UUID]  # by argument index
 
 
 @dataclasses.dataclass
@@ -67,16 +80,145 @@ class NotCompleted:
     state: State
 
 
-@dataclasses.dataclass
-class WorkerResult:
-    """The small first return of a task run: fetched by the driver, never the value."""
+# the spec: one run, driver -> worker -------------------------------------------------
+def encode_spec(
+    task_run: TaskRun,
+    parameters: dict[str, Any],
+    wait_for: list[Any] | None,
+    upstream_ids: list[uuid.UUID],
+    dynamic_index: int | None,
+    run_count: int,
+) -> list[Any]:
+    inputs = task_run.task_inputs
+    return [
+        task_run.id.bytes,
+        task_run.name,
+        task_run.task_key,
+        task_run.dynamic_key,
+        list(task_run.tags),
+        {k: [[i.input_type, _id_bytes(i.id)] for i in v] for k, v in inputs.items()}
+        if inputs
+        else None,
+        run_count,
+        parameters,
+        wait_for,
+        [u.bytes for u in upstream_ids],
+        dynamic_index,
+    ]
 
-    state: State  # without its value; with its exception (portable)
-    reports: list[Any]  # TaskRunCreate / StateReport the driver ships in its batches
-    pid: int
-    node_id: str | None = None
+
+def decode_spec(spec: list[Any], shared: Shared) -> tuple[TaskRun, dict[str, Any]]:
+    """The run's `TaskRun` and the rest of the spec by name."""
+    run_id, name, task_key, dynamic_key, tags, inputs, run_count, *rest = spec
+    parameters, wait_for, upstream_ids, dynamic_index = rest
+    task_inputs = (
+        {k: [TaskRunInput(input_type=t, id=_uuid(i)) for t, i in v] for k, v in inputs.items()}
+        if inputs
+        else {}
+    )
+    # validating is ~6x cheaper than model_construct for this model (pydantic 2.14)
+    task_run = TaskRun(
+        id=uuid.UUID(bytes=run_id),
+        name=name,
+        flow_run_id=shared.flow_run_id,
+        task_key=task_key,
+        dynamic_key=dynamic_key,
+        tags=tags,
+        task_inputs=task_inputs,
+        empirical_policy=getattr(shared.task, "empirical_policy", None) or EmpiricalPolicy(),
+        run_count=run_count,
+    )
+    return task_run, {
+        "parameters": parameters,
+        "wait_for": wait_for,
+        "upstream_ids": [uuid.UUID(bytes=u) for u in upstream_ids],
+        "dynamic_index": dynamic_index,
+    }
 
 
+# the result: worker -> driver ----------------------------------------------------------
+def encode_result(final: State, reports: list[Any], exception: Any) -> list[Any]:
+    """[reports, final state (None: the last report's), exception (pickled by Ray, rare)].
+
+    `reports` are what the worker's `CollectingReporter` holds: (task_run_id,
+    state, force) tuples become short lists; anything else (a creation) travels
+    as the object itself."""
+    encoded = [
+        [r[0].bytes, encode_state(r[1]), r[2]] if isinstance(r, tuple) else r for r in reports
+    ]
+    last = reports[-1] if reports else None
+    same = isinstance(last, tuple) and last[1].id == final.id and _same_wire(last[1], final)
+    return [encoded, None if same else encode_state(final), exception]
+
+
+def decode_result(result: list[Any], state_cls: type[State] = State) -> tuple[State, list[Any]]:
+    """(final state as `state_cls`, reports for the driver's `StateReporter.extend`)."""
+    encoded, final, exception = result
+    reports: list[Any] = []
+    last_state: list[Any] | None = None
+    for item in encoded:
+        if isinstance(item, list):
+            run_id, state, force = item
+            reports.append((uuid.UUID(bytes=run_id), decode_state(state), force))
+            last_state = state
+        else:
+            reports.append(item)
+    source = final if final is not None else last_state
+    if source is None:
+        raise ValueError("a Ray worker returned no final state for its task run")
+    out = decode_state(source, state_cls)
+    if exception is not None:
+        out.with_exception(restore_exception(exception))
+    return out, reports
+
+
+def encode_state(state: State) -> list[Any]:
+    details = state.state_details.__dict__
+    changed = {k: v for k, v in details.items() if v != _DETAIL_DEFAULTS[k]}
+    data = state.data
+    return [
+        state.type.value,
+        state.name,
+        state.message,
+        state.timestamp.timestamp(),
+        state.id.bytes,
+        changed or None,
+        data.model_dump() if data is not None else None,
+    ]
+
+
+def decode_state(encoded: list[Any], cls: type[State] = State) -> State:
+    type_, name, message, timestamp, state_id, details, data = encoded
+    return cls(
+        id=uuid.UUID(bytes=state_id),
+        type=StateType(type_),
+        name=name,
+        message=message,
+        timestamp=dt.datetime.fromtimestamp(timestamp, _UTC),
+        state_details=StateDetails(**details) if details else StateDetails(),
+        data=ResultReference(**data) if data is not None else None,
+    )
+
+
+def _same_wire(a: State, b: State) -> bool:
+    return (
+        a.type == b.type
+        and a.name == b.name
+        and a.message == b.message
+        and a.data == b.data
+        and a.state_details == b.state_details
+    )
+
+
+def _id_bytes(value: uuid.UUID | None) -> bytes | None:
+    return None if value is None else value.bytes
+
+
+def _uuid(value: bytes | None) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(bytes=value)
+
+
+# exceptions --------------------------------------------------------------------------
 class RemoteTraceback(Exception):
     """Set as `__cause__` of an exception raised on a Ray worker: its traceback there."""
 

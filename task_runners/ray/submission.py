@@ -22,8 +22,8 @@ from prefray.exceptions import SerializationError
 from prefray.futures import PrefrayFuture
 from prefray.utilities.collections import visit_collection
 from task_runners.ray.futures import RayFuture
-from task_runners.ray.options import merged_options
-from task_runners.ray.payload import CallSpec, NotCompleted, Upstream
+from task_runners.ray.options import current_options, function_options, merged_options
+from task_runners.ray.payload import NotCompleted, Shared, Upstream, encode_spec
 from task_runners.ray.worker import remote_execute
 
 __all__ = ["Attempt", "Plan", "Submitter"]
@@ -61,8 +61,11 @@ class Submitter:
 
     def __init__(self, defaults: Mapping[str, Any]) -> None:
         self.defaults = dict(defaults)
-        self._shared: dict[tuple[int, int], tuple[Any, Any, tuple[str, Any]]] = {}
+        self._shared: dict[tuple[Any, ...], tuple[Any, Any, tuple[str, Any]]] = {}
         self._remotes: OrderedDict[str, Any] = OrderedDict()
+        # (fn, its options, the call site's options) by identity -> remote: the
+        # runs of a map share one lookup (the objects are held so ids stay theirs)
+        self._bound: dict[tuple[int, int, int], tuple[Any, Any, Any, Any]] = {}
         self._lock = threading.Lock()
 
     def plan(self, call: TaskRunCall, future: RayFuture) -> Plan:
@@ -80,14 +83,15 @@ class Submitter:
         )
 
     def send(self, plan: Plan, number: int) -> Attempt:
-        """Submit one attempt of `plan` to Ray with its upstreams' current values."""
+        """Submit one attempt of `plan` to Ray with its upstreams' current values.
+        `number` > 1 is a retry: the worker then asks the server (Retrying)."""
         args, consumed = [], []
         for upstream in plan.upstreams:
             arg, attempt = _upstream_argument(upstream)
             args.append(arg)
             if attempt is not None:
                 consumed.append(attempt)
-        spec = _spec(plan)
+        spec = _spec(plan, number - 1)
         try:
             state_ref, value_ref = plan.remote.remote(*plan.shared, spec, *args)
         except Exception as exc:
@@ -98,7 +102,7 @@ class Submitter:
 
     # caches --------------------------------------------------------------------
     def _shared_payload(self, call: TaskRunCall) -> tuple[str, Any]:
-        key = (id(call.task), id(call.settings))
+        key = (id(call.task), id(call.settings), call.flow_run_id, call.flow_name, call.log_prints)
         found = self._shared.get(key)
         if found is not None:
             return found[2]
@@ -111,8 +115,21 @@ class Submitter:
         return found[2]
 
     def _remote_for(self, call: TaskRunCall) -> Any:
-        options = merged_options(self.defaults, call.task.fn)
-        options.setdefault("name", f"prefray:{call.task.name}")
+        fn = call.task.fn
+        fn_options, site_options = function_options(fn), current_options()
+        key = (id(fn), id(fn_options), id(site_options))
+        bound = self._bound.get(key)
+        if bound is not None:
+            return bound[3]
+        remote = self._remote_with(merged_options(self.defaults, fn), call.task.name)
+        with self._lock:
+            if len(self._bound) >= _OPTIONS_CACHE_SIZE:
+                self._bound.clear()
+            self._bound[key] = (fn, fn_options, site_options, remote)
+        return remote
+
+    def _remote_with(self, options: dict[str, Any], task_name: str) -> Any:
+        options.setdefault("name", f"prefray:{task_name}")
         key = repr(sorted(options.items()))
         with self._lock:
             remote = self._remotes.get(key)
@@ -123,7 +140,7 @@ class Submitter:
             remote = remote_execute().options(**options, num_returns=2, max_retries=0)
         except (TypeError, ValueError) as exc:
             raise ValueError(
-                f"Task {call.task.name!r}: Ray refused its remote options {options}: {exc}"
+                f"Task {task_name!r}: Ray refused its remote options {options}: {exc}"
             ) from exc
         with self._lock:
             self._remotes[key] = remote
@@ -135,6 +152,7 @@ class Submitter:
         with self._lock:
             self._shared.clear()
             self._remotes.clear()
+            self._bound.clear()
 
 
 def _pickled_payload(call: TaskRunCall) -> Any:
@@ -142,7 +160,8 @@ def _pickled_payload(call: TaskRunCall) -> Any:
     import cloudpickle
 
     try:
-        payload = cloudpickle.dumps((call.task, call.settings))
+        shared = Shared(call.task, call.settings, call.flow_run_id, call.flow_name, call.log_prints)
+        payload = cloudpickle.dumps(shared)
     except Exception as exc:
         raise SerializationError(
             f"Task {call.task.name!r} cannot be sent to Ray workers: pickling the task "
@@ -182,17 +201,15 @@ def _upstream_argument(future: RayFuture) -> tuple[Any, Attempt | None]:
     return attempt.value_ref, attempt
 
 
-def _spec(plan: Plan) -> CallSpec:
+def _spec(plan: Plan, run_count: int) -> list[Any]:
     call = plan.call
-    return CallSpec(
-        task_run=call.task_run,
-        parameters=plan.parameters,
-        wait_for=plan.wait_for,
-        flow_run_id=call.flow_run_id,
-        flow_name=call.flow_name,
-        log_prints=call.log_prints,
-        dynamic_index=call.dynamic_index,
-        upstream_ids=[f.task_run_id for f in plan.upstreams],
+    return encode_spec(
+        call.task_run,
+        plan.parameters,
+        plan.wait_for,
+        [f.task_run_id for f in plan.upstreams],
+        call.dynamic_index,
+        run_count,
     )
 
 

@@ -4,8 +4,8 @@
 see `remote_execute`). On the worker it rebuilds the `TaskRunCall`, runs the
 engine's entry point with a `CollectingReporter` (its transitions travel back
 with the state, so the driver ships them in its batches), flushes what the
-task logged, and returns `(WorkerResult, value)`: Ray keeps the value in the
-object store, where downstream tasks read it.
+task logged, and returns `(result, value)` (see `payload.encode_result`): Ray
+keeps the value in the object store, where downstream tasks read it.
 
 Per worker process it keeps the deserialised (task, settings) payloads, and,
 through prefray's client pools, one API connection pool per API URL.
@@ -15,38 +15,38 @@ from __future__ import annotations
 
 import collections
 import functools
-import os
 import threading
 from typing import Any
 
 from prefray.engine.reporting import CollectingReporter
 from task_runners.ray.payload import (
-    CallSpec,
     NotCompleted,
+    Shared,
     Upstream,
-    WorkerResult,
+    decode_spec,
+    encode_result,
     portable_exception,
 )
 
 __all__ = ["execute", "probe_api", "remote_execute", "remote_probe"]
 
 _PAYLOAD_CACHE_SIZE = 64
-_payloads: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDict()
+_payloads: collections.OrderedDict[str, Shared] = collections.OrderedDict()
 _payloads_lock = threading.Lock()
 
 
 def execute(
-    shared_key: str, shared: bytes, spec: CallSpec, *upstream_values: Any
+    shared_key: str, shared: bytes, spec: list[Any], *upstream_values: Any
 ) -> tuple[Any, Any]:
     from prefray.engine.task_run import run_task
 
-    task, settings = _load_shared(shared_key, shared)
-    call = _rebuild_call(task, settings, spec, upstream_values)
-    reporter = SelfCreatingReporter(spec.task_run)
+    common = _load_shared(shared_key, shared)
+    call = _rebuild_call(common, spec, upstream_values)
+    reporter = SelfCreatingReporter(call.task_run)
     call.reporter = reporter
     state = run_task(call, raise_crash=False)  # a BaseException comes back as Crashed
-    _flush_task_logs(settings)
-    return _split_result(state, reporter.drain())
+    _flush_task_logs(common.settings)
+    return _split_result(state, reporter.take())
 
 
 class SelfCreatingReporter(CollectingReporter):
@@ -64,6 +64,12 @@ class SelfCreatingReporter(CollectingReporter):
             self._items.insert(0, _creation_of(self._task_run))
             self._task_run = None
         return super().flush(timeout)
+
+    def take(self) -> list[Any]:
+        """What is held, as queued (the driver builds the wire objects)."""
+        with self._lock:
+            items, self._items = self._items, []
+        return items
 
 
 def _creation_of(task_run: Any) -> Any:
@@ -85,7 +91,7 @@ def _creation_of(task_run: Any) -> Any:
     )
 
 
-def _load_shared(key: str, shared: bytes) -> tuple[Any, Any]:
+def _load_shared(key: str, shared: bytes) -> Shared:
     with _payloads_lock:
         found = _payloads.get(key)
         if found is not None:
@@ -101,25 +107,27 @@ def _load_shared(key: str, shared: bytes) -> tuple[Any, Any]:
     return found
 
 
-def _rebuild_call(task: Any, settings: Any, spec: CallSpec, values: tuple[Any, ...]) -> Any:
+def _rebuild_call(common: Shared, spec: list[Any], values: tuple[Any, ...]) -> Any:
     from prefray.engine.call import TaskRunCall
 
-    parameters, wait_for = spec.parameters, spec.wait_for
+    task_run, rest = decode_spec(spec, common)
+    parameters, wait_for = rest["parameters"], rest["wait_for"]
     if values:
-        futures = [_resolved_future(spec.upstream_ids[i], v) for i, v in enumerate(values)]
+        ids = rest["upstream_ids"]
+        futures = [_resolved_future(ids[i], v) for i, v in enumerate(values)]
         parameters = _substitute(parameters, futures)
         wait_for = _substitute(wait_for, futures) if wait_for else wait_for
     call = TaskRunCall(
-        task=task,
-        task_run=spec.task_run,
+        task=common.task,
+        task_run=task_run,
         parameters=parameters,
-        settings=settings,
+        settings=common.settings,
         wait_for=wait_for,
-        flow_run_id=spec.flow_run_id,
-        flow_name=spec.flow_name,
-        log_prints=spec.log_prints,
+        flow_run_id=common.flow_run_id,
+        flow_name=common.flow_name,
+        log_prints=common.log_prints,
     )
-    call.dynamic_index = spec.dynamic_index
+    call.dynamic_index = rest["dynamic_index"]
     return call
 
 
@@ -150,27 +158,17 @@ def _flush_task_logs(settings: Any) -> None:
     flush_logs(settings.log_flush_timeout)
 
 
-def _split_result(state: Any, reports: list[Any]) -> tuple[WorkerResult, Any]:
+def _split_result(state: Any, reports: list[Any]) -> tuple[list[Any], Any]:
+    """(the small result the driver fetches, the value object that stays in the store)."""
     completed_value = state.is_completed() and state.has_value
-    value = state._value if completed_value else None
-    wire = state.copy_for_wire()
-    if state.exception is not None:
-        wire.with_exception(portable_exception(state.exception))
-    if not completed_value:
-        marker_state = wire.model_copy()
-        marker_state.with_exception(wire.exception)
-        value = NotCompleted(marker_state)
-    return WorkerResult(state=wire, reports=reports, pid=os.getpid(), node_id=_node_id()), value
-
-
-@functools.cache
-def _node_id() -> str | None:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # not on a Ray worker (a test calling execute directly)
-        return None
+    exception = portable_exception(state.exception) if state.exception is not None else None
+    result = encode_result(state, reports, exception)
+    if completed_value:
+        return result, state._value
+    marker = state.copy_for_wire()
+    if exception is not None:
+        marker.with_exception(exception)
+    return result, NotCompleted(marker)
 
 
 def probe_api(url: str, timeout: float) -> str | None:
