@@ -8,6 +8,11 @@ task-run state reports ingested per second (one per request, and batched),
 and prints a table. The server runs in its own process (`python -m
 prefray.server`), so client and server do not share a GIL. PostgreSQL is a
 throw-away database on 127.0.0.1:5432, dropped afterwards.
+
+A second table gives the server process's CPU time per item (from
+/proc/<pid>/stat, Linux only): on a shared machine wall-clock rates move
+with the load, CPU per item much less. (On PostgreSQL it leaves out the
+database's own processes.)
 """
 
 from __future__ import annotations
@@ -36,8 +41,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0.0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def _server(database_url: str | None) -> Iterator[str]:
+def _server(database_url: str | None) -> Iterator[tuple[str, int]]:
     home = tempfile.mkdtemp(prefix="prefray-bench-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFRAY_")}
     env["PREFRAY_HOME"] = home
@@ -57,7 +72,7 @@ def _server(database_url: str | None) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the benchmark server did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -72,23 +87,36 @@ def _task(flow_run_id: str, i: int) -> dict[str, Any]:
     }
 
 
-async def _concurrently(n: int, workers: int, one: Callable[[int], Awaitable[None]]) -> float:
+class _Meter:
+    """Items per second, and server CPU microseconds per item, of one operation."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rates: dict[str, float] = {}
+        self.cpu_us: dict[str, float] = {}
+
+    @contextmanager
+    def measure(self, name: str, items: int) -> Iterator[None]:
+        cpu, start = _cpu_seconds(self.pid), time.perf_counter()
+        yield
+        self.rates[name] = items / (time.perf_counter() - start)
+        self.cpu_us[name] = (_cpu_seconds(self.pid) - cpu) * 1e6 / items
+
+
+async def _concurrently(n: int, workers: int, one: Callable[[int], Awaitable[None]]) -> None:
     queue = iter(range(n))
 
     async def worker() -> None:
         for i in queue:
             await one(i)
 
-    start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(workers)))
-    return n / (time.perf_counter() - start)
 
 
-async def _measure(url: str, n: int, single: int, workers: int) -> dict[str, float]:
+async def _measure(url: str, meter: _Meter, n: int, single: int, workers: int) -> None:
     limits = httpx.Limits(max_connections=workers)
     async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=300, limits=limits) as c:
         fr = (await c.post("/api/flow_runs/", json={"flow_name": "bench"})).json()["id"]
-        out: dict[str, float] = {}
         singles: list[str] = []
 
         async def create_one(i: int) -> None:
@@ -96,37 +124,36 @@ async def _measure(url: str, n: int, single: int, workers: int) -> dict[str, flo
             r.raise_for_status()
             singles.append(r.json()["id"])
 
-        out["create, 1 per request"] = await _concurrently(single, workers, create_one)
+        with meter.measure("create, 1 per request", single):
+            await _concurrently(single, workers, create_one)
 
-        start = time.perf_counter()
         runs: list[str] = []
-        for lo in range(0, n, BATCH * 10):
-            body = [_task(fr, single + i) for i in range(lo, min(n, lo + BATCH * 10))]
-            r = await c.post("/api/task_runs/bulk", json=body)
-            r.raise_for_status()
-            runs.extend(t["id"] for t in r.json())
-        out[f"create, bulk of {BATCH * 10}"] = n / (time.perf_counter() - start)
+        with meter.measure(f"create, bulk of {BATCH * 10}", n):
+            for lo in range(0, n, BATCH * 10):
+                body = [_task(fr, single + i) for i in range(lo, min(n, lo + BATCH * 10))]
+                r = await c.post("/api/task_runs/bulk", json=body)
+                r.raise_for_status()
+                runs.extend(t["id"] for t in r.json())
 
         async def report_one(i: int) -> None:
             report = [{"task_run_id": singles[i], "state": {"type": "RUNNING"}}]
             r = await c.post("/api/task_runs/states", json=report)
             r.raise_for_status()
 
-        out["state report, 1 per request"] = await _concurrently(single, workers, report_one)
+        with meter.measure("state report, 1 per request", single):
+            await _concurrently(single, workers, report_one)
 
-        start = time.perf_counter()
-        for state_type in ("RUNNING", "COMPLETED"):
-            for lo in range(0, n, BATCH):
-                tid = str(uuid.uuid4())
-                body = [
-                    {"task_run_id": rid, "state": {"type": state_type,
-                                                   "state_details": {"transition_id": tid}}}
-                    for rid in runs[lo : lo + BATCH]
-                ]  # fmt: skip
-                r = await c.post("/api/task_runs/states", json=body)
-                r.raise_for_status()
-        out[f"state report, batches of {BATCH}"] = 2 * n / (time.perf_counter() - start)
-        return out
+        with meter.measure(f"state report, batches of {BATCH}", 2 * n):
+            for state_type in ("RUNNING", "COMPLETED"):
+                for lo in range(0, n, BATCH):
+                    tid = str(uuid.uuid4())
+                    body = [
+                        {"task_run_id": rid, "state": {"type": state_type,
+                                                       "state_details": {"transition_id": tid}}}
+                        for rid in runs[lo : lo + BATCH]
+                    ]  # fmt: skip
+                    r = await c.post("/api/task_runs/states", json=body)
+                    r.raise_for_status()
 
 
 async def _create_pg() -> str:
@@ -147,6 +174,25 @@ async def _drop_pg(name: str) -> None:
     await conn.close()
 
 
+def _run(database_url: str | None, args: argparse.Namespace) -> _Meter:
+    with _server(database_url) as (url, pid):
+        meter = _Meter(pid)
+        asyncio.run(_measure(url, meter, args.n, args.single, args.concurrency))
+    return meter
+
+
+def _table(title: str, results: dict[str, dict[str, float]], fmt: str) -> None:
+    backends = list(results)
+    rows = list(next(iter(results.values())))
+    print(f"\n{title}")
+    print(f"| {'operation':<32} | " + " | ".join(f"{b:>10}" for b in backends) + " |")
+    print(f"|{'-' * 34}|" + "|".join("-" * 12 for _ in backends) + "|")
+    for row in rows:
+        print(
+            f"| {row:<32} | " + " | ".join(f"{results[b][row]:>10{fmt}}" for b in backends) + " |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="task runs for the bulk paths")
@@ -154,26 +200,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
-    with _server(None) as url:
-        results["SQLite"] = asyncio.run(_measure(url, args.n, args.single, args.concurrency))
+    meters = {"SQLite": _run(None, args)}
     if not args.no_postgres:
         name = asyncio.run(_create_pg())
         try:
-            with _server(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}") as url:
-                results["PostgreSQL"] = asyncio.run(
-                    _measure(url, args.n, args.single, args.concurrency)
-                )
+            meters["PostgreSQL"] = _run(
+                f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", args
+            )
         finally:
             asyncio.run(_drop_pg(name))
-    backends = list(results)
-    rows = list(next(iter(results.values())))
-    print(f"\nN={args.n} (bulk/batched), {args.single} single requests, "
-          f"{args.concurrency} concurrent clients; items per second")  # fmt: skip
-    print(f"| {'operation':<32} | " + " | ".join(f"{b:>10}" for b in backends) + " |")
-    print(f"|{'-' * 34}|" + "|".join("-" * 12 for _ in backends) + "|")
-    for row in rows:
-        print(f"| {row:<32} | " + " | ".join(f"{results[b][row]:>10,.0f}" for b in backends) + " |")
+    what = (f"N={args.n} (bulk/batched), {args.single} single requests, "
+            f"{args.concurrency} concurrent clients")  # fmt: skip
+    _table(f"{what}; items per second", {b: m.rates for b, m in meters.items()}, ",.0f")
+    _table(
+        "server process CPU, microseconds per item",
+        {b: m.cpu_us for b, m in meters.items()},
+        ",.1f",
+    )
 
 
 if __name__ == "__main__":

@@ -124,6 +124,9 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         # safe with WAL: a crash loses no committed transaction, only an OS
         # crash or power loss may lose the last few
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # 16 MiB of page cache (default 2 MiB): a 10,000-run batch touches more
+        # index pages than that, and re-reading them from the OS halves insert speed
+        cursor.execute("PRAGMA cache_size = -16384")
         cursor.close()
 
     @sa.event.listens_for(engine.sync_engine, "begin")
