@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from ray_fixtures import make_ray_runner
 
 from prefray.settings import Settings
-from prefray.testing import prefray_test_harness
 from task_runners import ConcurrentTaskRunner, SequentialTaskRunner
 
 RUNNERS: list[Any] = [
@@ -20,13 +19,6 @@ RUNNERS: list[Any] = [
     pytest.param(lambda: ConcurrentTaskRunner(max_workers=4), id="concurrent"),
     pytest.param(make_ray_runner, id="ray", marks=pytest.mark.ray),
 ]
-
-
-@pytest.fixture(scope="session")
-def api() -> Iterator[Settings]:
-    """The embedded API over real HTTP, on a throw-away SQLite database."""
-    with prefray_test_harness() as settings:
-        yield settings
 
 
 @pytest.fixture(params=RUNNERS)

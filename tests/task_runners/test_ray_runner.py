@@ -19,16 +19,9 @@ from prefray import allow_failure, flow, get_run_logger, task
 from prefray.client import get_client
 from prefray.exceptions import ConfigurationError, SerializationError
 from prefray.settings import Settings, temporary_settings
-from prefray.testing import prefray_test_harness
 from task_runners import RayTaskRunner, remote_options
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120), pytest.mark.usefixtures("ray_local")]
-
-
-@pytest.fixture(scope="module")
-def api() -> Any:
-    with prefray_test_harness() as settings:
-        yield settings
 
 
 def task_runs(flow_run_id: Any) -> list[Any]:
