@@ -26,7 +26,7 @@ class RayState(State):
 
     def keeping_value_in(self, value_ref: Any) -> RayState:
         """This state, whose value (if it completed) is `value_ref` in the store."""
-        if self.is_completed() and self.data is None:
+        if self.is_completed() and self.data is None and not self.has_value:
             self._value_ref = value_ref
             self._fetch_lock = threading.Lock()
         return self

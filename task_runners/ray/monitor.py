@@ -157,11 +157,13 @@ class Monitor:
         except BaseException as exc:  # Ray's error for this attempt
             self._on_error(attempt, exc, upstreams_final=False)
             return
-        state, reports = decode_result(result, RayState)
+        state, reports, value = decode_result(result, RayState)
         call = attempt.plan.call
         if reports:
             with use_settings(call.settings):
                 _reporter().extend(reports)
+        if value is not None:
+            state.with_value(value[0])
         self._settle(attempt, state.keeping_value_in(attempt.value_ref))
 
     def _on_error(self, attempt: Attempt, exc: BaseException, upstreams_final: bool) -> None:

@@ -48,10 +48,13 @@ __all__ = [
     "encode_spec",
     "portable_exception",
     "restore_exception",
+    "small_value",
 ]
 
 _UTC = dt.timezone.utc
 _DETAIL_DEFAULTS = StateDetails().__dict__
+_SCALARS = frozenset({float, bool, type(None)})
+_SMALL_BYTES = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,23 +140,42 @@ def decode_spec(spec: list[Any], shared: Shared) -> tuple[TaskRun, dict[str, Any
 
 
 # the result: worker -> driver ----------------------------------------------------------
-def encode_result(final: State, reports: list[Any], exception: Any) -> list[Any]:
-    """[reports, final state (None: the last report's), exception (pickled by Ray, rare)].
+def encode_result(final: State, reports: list[Any], exception: Any, value: Any = None) -> list[Any]:
+    """[reports, final state (None: the last report's), exception (pickled by Ray,
+    rare), small value].
 
     `reports` are what the worker's `CollectingReporter` holds: (task_run_id,
     state, force) tuples become short lists; anything else (a creation) travels
-    as the object itself."""
+    as the object itself. A completed run's value rides along when it is a small
+    scalar (`small_value`): the driver then answers `.result()` without a
+    `ray.get`; the value object stays in the store for downstream tasks."""
     encoded = [
         [r[0].bytes, encode_state(r[1]), r[2]] if isinstance(r, tuple) else r for r in reports
     ]
     last = reports[-1] if reports else None
     same = isinstance(last, tuple) and last[1].id == final.id and _same_wire(last[1], final)
-    return [encoded, None if same else encode_state(final), exception]
+    return [encoded, None if same else encode_state(final), exception, value]
 
 
-def decode_result(result: list[Any], state_cls: type[State] = State) -> tuple[State, list[Any]]:
-    """(final state as `state_cls`, reports for the driver's `StateReporter.extend`)."""
-    encoded, final, exception = result
+def small_value(value: Any) -> list[Any] | None:
+    """`[value]` if it is a scalar cheap to carry (msgpack-native, at most
+    `_SMALL_BYTES` long), else None."""
+    kind = type(value)
+    if kind is int:  # msgpack packs 64 bits at most
+        return [value] if -(2**63) <= value < 2**64 else None
+    if kind in _SCALARS:
+        return [value]
+    if kind in (str, bytes) and len(value) <= _SMALL_BYTES:
+        return [value]
+    return None
+
+
+def decode_result(
+    result: list[Any], state_cls: type[State] = State
+) -> tuple[State, list[Any], list[Any] | None]:
+    """(final state as `state_cls`, reports for the driver's `StateReporter.extend`,
+    `[value]` when the value rode along, else None)."""
+    encoded, final, exception, value = result
     reports: list[Any] = []
     last_state: list[Any] | None = None
     for item in encoded:
@@ -169,7 +191,7 @@ def decode_result(result: list[Any], state_cls: type[State] = State) -> tuple[St
     out = decode_state(source, state_cls)
     if exception is not None:
         out.with_exception(restore_exception(exception))
-    return out, reports
+    return out, reports, value
 
 
 def encode_state(state: State) -> list[Any]:

@@ -26,6 +26,7 @@ from task_runners.ray.payload import (
     decode_spec,
     encode_result,
     portable_exception,
+    small_value,
 )
 
 __all__ = ["execute", "probe_api", "remote_execute", "remote_probe"]
@@ -162,9 +163,10 @@ def _split_result(state: Any, reports: list[Any]) -> tuple[list[Any], Any]:
     """(the small result the driver fetches, the value object that stays in the store)."""
     completed_value = state.is_completed() and state.has_value
     exception = portable_exception(state.exception) if state.exception is not None else None
-    result = encode_result(state, reports, exception)
     if completed_value:
-        return result, state._value
+        value = state._value
+        return encode_result(state, reports, exception, small_value(value)), value
+    result = encode_result(state, reports, exception)
     marker = state.copy_for_wire()
     if exception is not None:
         marker.with_exception(exception)
