@@ -11,6 +11,9 @@ import pytest
 from prefray.settings import Settings, set_process_settings
 from prefray.testing import prefray_test_harness
 
+# Database and in-process API fixtures shared by tests/server and tests/concurrency.
+pytest_plugins = ["db_fixtures"]
+
 _CLEARED = ("PREFRAY_API_URL", "PREFRAY_API_KEY", "PREFRAY_API_DATABASE_URL")
 
 
