@@ -19,7 +19,7 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Callable, Mapping
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from prefray.schemas import EmpiricalPolicy, OrchestrationResult, SetStateStatus
 from prefray.states import TERMINAL_TYPES, State, StateDetails, StateType
@@ -33,6 +33,7 @@ __all__ = [
     "RunUpdates",
     "SLOT_WAIT_SECONDS",
     "SlotCounts",
+    "bookkeeping",
     "orchestrate",
     "retry_delay_seconds",
 ]
@@ -403,26 +404,50 @@ def _written(
     ctx: _Context, new_state: State, status: SetStateStatus, reason: str | None
 ) -> Decision:
     result = OrchestrationResult(status=status, state=new_state, reason=reason)
-    return Decision(result=result, new_state=new_state, updates=_bookkeeping(ctx.run, new_state))
+    return Decision(result=result, new_state=new_state, updates=_run_updates(ctx.run, new_state))
 
 
-def _bookkeeping(run: RunSnapshot, new: State) -> RunUpdates:
+def _run_updates(run: RunSnapshot, new: State) -> RunUpdates:
     current = run.state
-    was_running = current is not None and current.type == StateType.RUNNING
-    resuming = current is not None and current.type == StateType.PAUSED
-    run_count, start_time = run.run_count, run.start_time
-    end_time, total = run.end_time, run.total_run_time
+    return bookkeeping(
+        current.type if current is not None else None,
+        current.timestamp if current is not None else None,
+        run.run_count,
+        run.start_time,
+        run.end_time,
+        run.total_run_time,
+        new,
+    )
+
+
+def bookkeeping(
+    current_type: StateType | None,
+    current_timestamp: dt.datetime | None,
+    run_count: int,
+    start_time: dt.datetime | None,
+    end_time: dt.datetime | None,
+    total_run_time: float,
+    new: Any,
+) -> RunUpdates:
+    """The run fields after writing `new` over a run whose current state has
+    `current_type` and `current_timestamp` (both None for a new run).
+
+    Takes plain fields rather than a `RunSnapshot` so the storage layer's hot
+    path can call it without parsing the current state; `new` is a `State` or
+    its wire twin (anything with `type`, `timestamp` and `state_details`).
+    """
+    was_running = current_type == StateType.RUNNING
     if new.type == StateType.RUNNING and not was_running:
         # resuming a paused run continues the same attempt
-        if not resuming:
+        if current_type != StateType.PAUSED:
             run_count += 1
         if start_time is None:
             start_time = new.timestamp
-    if was_running and new.type != StateType.RUNNING and current is not None:
-        total += max(0.0, (new.timestamp - current.timestamp).total_seconds())
+    if was_running and new.type != StateType.RUNNING and current_timestamp is not None:
+        total_run_time += max(0.0, (new.timestamp - current_timestamp).total_seconds())
     if new.type in TERMINAL_TYPES:
         end_time = new.timestamp
-    elif current is not None and current.type in TERMINAL_TYPES:
+    elif current_type in TERMINAL_TYPES:
         end_time = None
     details = new.state_details
     record = new.type == StateType.COMPLETED and bool(details.cache_key)
@@ -430,7 +455,7 @@ def _bookkeeping(run: RunSnapshot, new: State) -> RunUpdates:
         run_count=run_count,
         start_time=start_time,
         end_time=end_time,
-        total_run_time=total,
+        total_run_time=total_run_time,
         cache_key=details.cache_key if record else None,
         cache_expiration=details.cache_expiration if record else None,
         record_cache_key=record,

@@ -1,6 +1,6 @@
 """The hot paths' shortcuts agree with the slow, obvious code they replace.
 
-- `fastpath.plain_write` + `bookkeeping` vs `orchestrate()`, over every
+- `fastpath.plain_write` + `orchestration.bookkeeping` vs `orchestrate()`, over every
   combination of run kind, current and proposed state type, force, cache key
   and concurrency slots;
 - the wire twins vs `State`/`StateReport`/`TaskRunCreate` (same JSON, same errors);
@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.dialects import sqlite
 
 from prefray.schemas import EmpiricalPolicy, StateReport, TaskRunCreate
-from prefray.server.database.fastpath import bookkeeping, plain_write
+from prefray.server.database.fastpath import plain_write
 from prefray.server.database.fastsql import codec_for, iso_json, json_text
 from prefray.server.database.wire import (
     STATE_REPORTS,
@@ -30,7 +30,7 @@ from prefray.server.database.wire import (
     parse_body,
     state_json,
 )
-from prefray.server.orchestration import RunSnapshot, SlotCounts, orchestrate
+from prefray.server.orchestration import RunSnapshot, SlotCounts, bookkeeping, orchestrate
 from prefray.states import State, StateDetails, StateType
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)

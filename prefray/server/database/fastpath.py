@@ -4,7 +4,8 @@ Nearly every report is Pending -> Running -> Completed with no cache key, no
 concurrency limit and no retry. For those `orchestrate()` accepts the
 proposal as it is, and all it computes is the bookkeeping. `plain_write`
 says when that is certain without building the `State`s the rules take;
-`bookkeeping` computes the same run-field updates as `orchestrate()` does.
+the caller then needs only `orchestration.bookkeeping`, the function
+`orchestrate()` itself uses for the run-field updates.
 
 Which rules can apply is read from the rules themselves (`RULES`, their
 `KINDS`/`FROM_STATES`/`TO_STATES`), so a new rule takes these transitions off
@@ -17,7 +18,6 @@ slots. `tests/server/test_fastpath.py` checks every combination against
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 from typing import Any
 
@@ -25,14 +25,13 @@ from prefray.server.orchestration import (
     RULES,
     Rule,
     RunKind,
-    RunUpdates,
     SlotCounts,
     TagConcurrencyLimits,
     UseCachedResult,
 )
-from prefray.states import TERMINAL_TYPES, StateType
+from prefray.states import StateType
 
-__all__ = ["bookkeeping", "plain_write"]
+__all__ = ["plain_write"]
 
 _KINDS: tuple[RunKind, ...] = ("task", "flow")
 
@@ -72,39 +71,3 @@ def plain_write(
             continue
         return False
     return True
-
-
-def bookkeeping(
-    current_type: StateType | None,
-    current_timestamp: dt.datetime | None,
-    run_count: int,
-    start_time: dt.datetime | None,
-    end_time: dt.datetime | None,
-    total_run_time: float,
-    new: Any,
-) -> RunUpdates:
-    """The run fields after writing `new` (mirrors `orchestration._bookkeeping`)."""
-    was_running = current_type == StateType.RUNNING
-    if new.type == StateType.RUNNING and not was_running:
-        # resuming a paused run continues the same attempt
-        if current_type != StateType.PAUSED:
-            run_count += 1
-        if start_time is None:
-            start_time = new.timestamp
-    if was_running and new.type != StateType.RUNNING and current_timestamp is not None:
-        total_run_time += max(0.0, (new.timestamp - current_timestamp).total_seconds())
-    if new.type in TERMINAL_TYPES:
-        end_time = new.timestamp
-    elif current_type in TERMINAL_TYPES:
-        end_time = None
-    details = new.state_details
-    record = new.type == StateType.COMPLETED and bool(details.cache_key)
-    return RunUpdates(
-        run_count=run_count,
-        start_time=start_time,
-        end_time=end_time,
-        total_run_time=total_run_time,
-        cache_key=details.cache_key if record else None,
-        cache_expiration=details.cache_expiration if record else None,
-        record_cache_key=record,
-    )

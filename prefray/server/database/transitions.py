@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prefray.schemas import EmpiricalPolicy, OrchestrationResult
 from prefray.server.database.concurrency import SlotBook
-from prefray.server.database.fastpath import bookkeeping, plain_write
+from prefray.server.database.fastpath import plain_write
 from prefray.server.database.fastsql import Codec, codec_for
 from prefray.server.database.models import (
     FlowRunORM,
@@ -37,7 +37,13 @@ from prefray.server.database.models import (
     TaskRunStateORM,
 )
 from prefray.server.database.wire import state_json
-from prefray.server.orchestration import RunKind, RunSnapshot, RunUpdates, orchestrate
+from prefray.server.orchestration import (
+    RunKind,
+    RunSnapshot,
+    RunUpdates,
+    bookkeeping,
+    orchestrate,
+)
 from prefray.states import State, StateType, now
 
 __all__ = [
