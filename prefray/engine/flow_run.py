@@ -209,7 +209,7 @@ class FlowRunEngine:
         if state.is_paused():  # suspended: the API has this state already
             return state
         if state.is_completed() and self.flow.should_persist(self.settings):
-            state.data = self.flow.persist(state._value)
+            state.data = self.flow.persist(_value_of(state))
         final = self._propose_final(state)
         if final.is_scheduled():
             self._log("Received non-final state %r; retrying", final.name)
@@ -308,6 +308,19 @@ def _settings_with_api() -> Any:
     with get_client(sync_client=True):  # starts the embedded API when none is set
         pass
     return get_current_settings()
+
+
+def _value_of(state: State) -> Any:
+    """The value to persist: through `result()`, since a state that a future
+    returned may keep its value elsewhere (a Ray object store) until asked."""
+    if state.has_value:
+        return state._value
+    from prefray.exceptions import MissingResult
+
+    try:
+        return state.result()
+    except MissingResult:
+        return None
 
 
 def _sleep_until(when: Any) -> None:

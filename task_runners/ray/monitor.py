@@ -29,7 +29,8 @@ import time
 from typing import Any
 
 from prefray.settings import use_settings
-from prefray.states import Cancelled, Crashed, State
+from prefray.states import Cancelled, Crashed, Failed, State
+from task_runners.ray.deadline import is_hard_timeout
 from task_runners.ray.errors import describe, is_dependency_failure, user_facing_error
 from task_runners.ray.futures import RayState
 from task_runners.ray.payload import decode_result
@@ -201,7 +202,7 @@ class Monitor:
         """Propose Crashed; the server's answer says whether the retries allow another go."""
         plan = attempt.plan
         task, call = plan.call.task, plan.call
-        state = Crashed(message=f"Ray could not run this task run: {describe(exc)}")
+        state = _crash_state(attempt, exc)
         if attempt.number > task.retries:
             state.state_details.retriable = False
         answer = _propose(call, state)
@@ -211,7 +212,9 @@ class Monitor:
             heapq.heappush(self._timers, (due, next(self._tick), plan, attempt.number + 1))
             logger.info("%s crashed (%s); retrying", call.task_run.name, describe(exc))
             return
-        self._settle(attempt, state.with_exception(user_facing_error(exc)))
+        if state.exception is None:
+            state.with_exception(user_facing_error(exc))
+        self._settle(attempt, state)
 
     # endings ---------------------------------------------------------------------
     def _settle(self, attempt: Attempt, state: State, report: bool = False) -> None:
@@ -228,6 +231,21 @@ class Monitor:
             with use_settings(plan.call.settings):
                 _reporter().report(plan.call.task_run.id, state.copy_for_wire())
         plan.future.set_final(state)
+
+
+def _crash_state(attempt: Attempt, exc: BaseException) -> State:
+    """Crashed with Ray's words; TimedOut when the worker was ended by the task's
+    hard deadline (`task_runners.ray.deadline`)."""
+    timeout = attempt.plan.call.task.timeout_seconds
+    if is_hard_timeout(timeout, time.monotonic() - attempt.started):
+        message = (
+            f"Task run exceeded timeout of {timeout} seconds and did not return (blocked "
+            f"outside Python): its Ray worker was stopped ({describe(exc)})"
+        )
+        from prefray.exceptions import TaskRunTimeout
+
+        return Failed(name="TimedOut", message=message).with_exception(TaskRunTimeout(message))
+    return Crashed(message=f"Ray could not run this task run: {describe(exc)}")
 
 
 def _cancelled() -> State:

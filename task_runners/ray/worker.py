@@ -14,11 +14,13 @@ through prefray's client pools, one API connection pool per API URL.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import threading
 from typing import Any
 
 from prefray.engine.reporting import CollectingReporter
+from task_runners.ray import deadline
 from task_runners.ray.payload import (
     NotCompleted,
     Shared,
@@ -45,7 +47,10 @@ def execute(
     call = _rebuild_call(common, spec, upstream_values)
     reporter = SelfCreatingReporter(call.task_run)
     call.reporter = reporter
-    state = run_task(call, raise_crash=False)  # a BaseException comes back as Crashed
+    try:
+        state = run_task(call, raise_crash=False)  # a BaseException comes back as Crashed
+    finally:
+        deadline.disarm()
     _flush_task_logs(common.settings)
     return _split_result(state, reporter.take())
 
@@ -101,6 +106,7 @@ def _load_shared(key: str, shared: bytes) -> Shared:
     import cloudpickle
 
     found = cloudpickle.loads(shared)
+    found = dataclasses.replace(found, task=deadline.with_hard_deadline(found.task))
     with _payloads_lock:
         _payloads[key] = found
         while len(_payloads) > _PAYLOAD_CACHE_SIZE:
