@@ -27,7 +27,9 @@ from prefray.schemas import (
     OrchestrationResult,
 )
 from prefray.server.api._common import DB, json_response, lock_rows
+from prefray.server.api._runs import run_not_found
 from prefray.server.database import deployments as store
+from prefray.server.database.transitions import FLOW_RUNS
 
 __all__ = ["flow_run_updates", "router"]
 
@@ -107,7 +109,7 @@ async def update_flow_run(id: uuid.UUID, body: FlowRunUpdate, db: DB) -> Respons
     async with db.write() as conn:
         run = await store.update_flow_run(conn, id, body)
     if run is None:
-        raise ObjectNotFound(f"flow run {id} not found")
+        raise run_not_found(FLOW_RUNS, id)
     return json_response(_RUN, run)
 
 
@@ -118,5 +120,5 @@ async def claim_flow_run(id: uuid.UUID, db: DB) -> Response:
     async with db.write() as conn:
         result = await store.claim_flow_run(conn, id, lock_rows=lock_rows(db))
     if result is None:
-        raise ObjectNotFound(f"flow run {id} not found")
+        raise run_not_found(FLOW_RUNS, id)
     return json_response(_RESULT, result)

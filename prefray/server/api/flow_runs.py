@@ -18,9 +18,9 @@ from prefray.schemas import (
     SetStateRequest,
 )
 from prefray.server.api._common import DB, json_response, lock_rows
+from prefray.server.api._runs import read_run, read_run_states, run_not_found, set_run_state
 from prefray.server.database import flow_runs as store
-from prefray.server.database.queries import read_states
-from prefray.server.database.transitions import FLOW_RUNS, Proposal, apply_proposals
+from prefray.server.database.transitions import FLOW_RUNS
 from prefray.states import State
 
 __all__ = ["router"]
@@ -30,11 +30,6 @@ router = APIRouter(prefix="/api/flow_runs", tags=["flow runs"])
 _RUN = TypeAdapter(FlowRun)
 _RUNS = TypeAdapter(list[FlowRun])
 _RESULT = TypeAdapter(OrchestrationResult)
-_STATES = TypeAdapter(list[State])
-
-
-def _not_found(run_id: uuid.UUID) -> ObjectNotFound:
-    return ObjectNotFound(f"flow run {run_id} not found")
 
 
 @router.post(
@@ -59,31 +54,17 @@ async def read_flow_runs(db: DB, body: FlowRunFilter | None = None) -> Response:
 
 @router.get("/{id}", response_model=FlowRun)
 async def read_flow_run(id: uuid.UUID, db: DB) -> Response:
-    async with db.read() as conn:
-        run = await store.read_flow_run(conn, id)
-    if run is None:
-        raise _not_found(id)
-    return json_response(_RUN, run)
+    return await read_run(db, FLOW_RUNS, store.read_flow_run, _RUN, id)
 
 
 @router.post("/{id}/set_state", response_model=OrchestrationResult)
 async def set_flow_run_state(id: uuid.UUID, body: SetStateRequest, db: DB) -> Response:
-    async with db.write() as conn:
-        [result] = await apply_proposals(
-            conn, FLOW_RUNS, [Proposal(id, body.state, body.force)], lock_rows=lock_rows(db)
-        )
-    if result is None:
-        raise _not_found(id)
-    return json_response(_RESULT, result)
+    return await set_run_state(db, FLOW_RUNS, id, body)
 
 
 @router.get("/{id}/states", response_model=list[State])
 async def read_flow_run_states(id: uuid.UUID, db: DB) -> Response:
-    async with db.read() as conn:
-        if await store.read_flow_run(conn, id) is None:
-            raise _not_found(id)
-        states = await read_states(conn, FLOW_RUNS.history, FLOW_RUNS.fk, id)
-    return json_response(_STATES, states)
+    return await read_run_states(db, FLOW_RUNS, store.read_flow_run, id)
 
 
 @router.post("/{id}/resume", response_model=OrchestrationResult)
@@ -94,7 +75,7 @@ async def resume_flow_run(id: uuid.UUID, body: ResumeRequest, db: DB) -> Respons
             conn, db.dialect, id, body.run_input, lock_rows=lock_rows(db)
         )
     if result is None:
-        raise _not_found(id)
+        raise run_not_found(FLOW_RUNS, id)
     return json_response(_RESULT, result)
 
 
@@ -104,7 +85,7 @@ async def read_flow_run_input(id: uuid.UUID, key: str, db: DB) -> dict[str, Any]
     "run_input")."""
     async with db.read() as conn:
         if await store.read_flow_run(conn, id) is None:
-            raise _not_found(id)
+            raise run_not_found(FLOW_RUNS, id)
         stored = await store.read_run_input(conn, id, key)
     if stored is None:
         raise ObjectNotFound(f"flow run {id} has no input {key!r}")

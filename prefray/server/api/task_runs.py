@@ -9,7 +9,6 @@ import pydantic_core
 from fastapi import APIRouter, Request, Response, status
 from pydantic import TypeAdapter
 
-from prefray.exceptions import ObjectNotFound
 from prefray.schemas import (
     OrchestrationResult,
     SetStateRequest,
@@ -20,14 +19,9 @@ from prefray.schemas import (
     TaskRunFilter,
 )
 from prefray.server.api._common import DB, json_response, lock_rows
+from prefray.server.api._runs import read_run, read_run_states, set_run_state
 from prefray.server.database import task_runs as store
-from prefray.server.database.queries import read_states
-from prefray.server.database.transitions import (
-    TASK_RUNS,
-    Proposal,
-    apply_proposals,
-    apply_proposals_json,
-)
+from prefray.server.database.transitions import TASK_RUNS, Proposal, apply_proposals_json
 from prefray.server.database.wire import (
     MAX_BATCH,
     STATE_REPORTS,
@@ -43,12 +37,6 @@ router = APIRouter(prefix="/api/task_runs", tags=["task runs"])
 
 _RUN = TypeAdapter(TaskRun)
 _RUNS = TypeAdapter(list[TaskRun])
-_RESULT = TypeAdapter(OrchestrationResult)
-_STATES = TypeAdapter(list[State])
-
-
-def _not_found(run_id: uuid.UUID) -> ObjectNotFound:
-    return ObjectNotFound(f"task run {run_id} not found")
 
 
 def _json(value: Any, status_code: int = 200) -> Response:
@@ -132,28 +120,14 @@ async def report_task_run_states(request: Request, db: DB) -> Response:
 
 @router.get("/{id}", response_model=TaskRun)
 async def read_task_run(id: uuid.UUID, db: DB) -> Response:
-    async with db.read() as conn:
-        run = await store.read_task_run(conn, id)
-    if run is None:
-        raise _not_found(id)
-    return json_response(_RUN, run)
+    return await read_run(db, TASK_RUNS, store.read_task_run, _RUN, id)
 
 
 @router.post("/{id}/set_state", response_model=OrchestrationResult)
 async def set_task_run_state(id: uuid.UUID, body: SetStateRequest, db: DB) -> Response:
-    async with db.write() as conn:
-        [result] = await apply_proposals(
-            conn, TASK_RUNS, [Proposal(id, body.state, body.force)], lock_rows=lock_rows(db)
-        )
-    if result is None:
-        raise _not_found(id)
-    return json_response(_RESULT, result)
+    return await set_run_state(db, TASK_RUNS, id, body)
 
 
 @router.get("/{id}/states", response_model=list[State])
 async def read_task_run_states(id: uuid.UUID, db: DB) -> Response:
-    async with db.read() as conn:
-        if await store.read_task_run(conn, id) is None:
-            raise _not_found(id)
-        states = await read_states(conn, TASK_RUNS.history, TASK_RUNS.fk, id)
-    return json_response(_STATES, states)
+    return await read_run_states(db, TASK_RUNS, store.read_task_run, id)
