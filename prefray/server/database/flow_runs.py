@@ -20,9 +20,9 @@ from prefray.server.database.models import FlowORM, FlowRunInputORM
 from prefray.server.database.queries import (
     insert_ignore,
     insert_or_update,
-    json_array_contains_all,
     random_run_name,
-    sort_clause,
+    run_filter_clauses,
+    run_page,
 )
 from prefray.server.database.transitions import (
     FLOW_RUNS,
@@ -110,19 +110,9 @@ async def _upsert_flow(conn: AsyncConnection, dialect: str, name: str) -> uuid.U
 
 async def read_flow_runs(conn: AsyncConnection, dialect: str, flt: FlowRunFilter) -> list[FlowRun]:
     c = _RUNS.c
-    where: list[Any] = []
-    if flt.ids is not None:
-        where.append(c.id.in_(flt.ids))
-    if flt.state_types is not None:
-        where.append(c.state_type.in_([t.value for t in flt.state_types]))
-    if flt.state_names is not None:
-        where.append(c.state_name.in_(flt.state_names))
-    if flt.name is not None:
-        where.append(c.name.contains(flt.name, autoescape=True))
+    where = run_filter_clauses(dialect, _RUNS, flt)
     if flt.flow_name is not None:
         where.append(c.flow_name == flt.flow_name)
-    if flt.tags:
-        where.append(json_array_contains_all(dialect, c.tags, flt.tags))
     if flt.parent_task_run_id is not None:
         where.append(c.parent_task_run_id == flt.parent_task_run_id)
     if flt.start_time_after is not None:
@@ -133,13 +123,7 @@ async def read_flow_runs(conn: AsyncConnection, dialect: str, flt: FlowRunFilter
         where.append(c.expected_start_time <= flt.expected_start_time_before)
     if flt.deployment_id is not None:
         where.append(c.deployment_id == flt.deployment_id)
-    query = (
-        sa.select(_RUNS)
-        .where(*where)
-        .order_by(*sort_clause(_RUNS, flt.sort))
-        .limit(flt.limit)
-        .offset(flt.offset)
-    )
+    query = run_page(_RUNS, where, flt)
     return [FlowRun.model_validate(row._asdict()) for row in await conn.execute(query)]
 
 

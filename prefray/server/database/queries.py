@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from prefray.schemas import FlowRunSort
+from prefray.schemas import FlowRunFilter, FlowRunSort, TaskRunFilter
 from prefray.states import State
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "json_array_contains_all",
     "random_run_name",
     "read_states",
+    "run_filter_clauses",
+    "run_page",
     "sort_clause",
 ]
 
@@ -86,3 +88,33 @@ async def read_states(
 ) -> list[State]:
     query = sa.select(history.c.state).where(history.c[fk] == run_id).order_by(history.c.seq)
     return [State.model_validate(row.state) for row in await conn.execute(query)]
+
+
+def run_filter_clauses(
+    dialect: str, table: sa.Table, flt: FlowRunFilter | TaskRunFilter
+) -> list[Any]:
+    """The WHERE clauses for the fields flow-run and task-run filters share."""
+    c = table.c
+    where: list[Any] = []
+    if flt.ids is not None:
+        where.append(c.id.in_(flt.ids))
+    if flt.state_types is not None:
+        where.append(c.state_type.in_([t.value for t in flt.state_types]))
+    if flt.state_names is not None:
+        where.append(c.state_name.in_(flt.state_names))
+    if flt.name is not None:
+        where.append(c.name.contains(flt.name, autoescape=True))
+    if flt.tags:
+        where.append(json_array_contains_all(dialect, c.tags, flt.tags))
+    return where
+
+
+def run_page(table: sa.Table, where: Sequence[Any], flt: FlowRunFilter | TaskRunFilter) -> Any:
+    """The runs matching `where`, in the filter's order, one page of them."""
+    return (
+        sa.select(table)
+        .where(*where)
+        .order_by(*sort_clause(table, flt.sort))
+        .limit(flt.limit)
+        .offset(flt.offset)
+    )

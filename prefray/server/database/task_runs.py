@@ -20,7 +20,7 @@ from prefray.exceptions import ObjectNotFound
 from prefray.schemas import EmpiricalPolicy, TaskRun, TaskRunCreate, TaskRunFilter
 from prefray.server.database.fastpath import plain_write
 from prefray.server.database.fastsql import Codec, codec_for, iso_json, json_text
-from prefray.server.database.queries import json_array_contains_all, sort_clause
+from prefray.server.database.queries import run_filter_clauses, run_page
 from prefray.server.database.transitions import FLOW_RUNS, TASK_RUNS, chunks
 from prefray.server.database.wire import WireState, state_json
 from prefray.server.orchestration import RunSnapshot, RunUpdates, orchestrate
@@ -232,26 +232,10 @@ async def _check_flow_runs_exist(conn: AsyncConnection, items: Sequence[TaskRunC
 
 async def read_task_runs(conn: AsyncConnection, dialect: str, flt: TaskRunFilter) -> list[TaskRun]:
     c = _RUNS.c
-    where: list[Any] = []
-    if flt.ids is not None:
-        where.append(c.id.in_(flt.ids))
+    where = run_filter_clauses(dialect, _RUNS, flt)
     if flt.flow_run_id is not None:
         where.append(c.flow_run_id == flt.flow_run_id)
-    if flt.state_types is not None:
-        where.append(c.state_type.in_([t.value for t in flt.state_types]))
-    if flt.state_names is not None:
-        where.append(c.state_name.in_(flt.state_names))
-    if flt.name is not None:
-        where.append(c.name.contains(flt.name, autoescape=True))
     if flt.task_key is not None:
         where.append(c.task_key == flt.task_key)
-    if flt.tags:
-        where.append(json_array_contains_all(dialect, c.tags, flt.tags))
-    query = (
-        sa.select(_RUNS)
-        .where(*where)
-        .order_by(*sort_clause(_RUNS, flt.sort))
-        .limit(flt.limit)
-        .offset(flt.offset)
-    )
+    query = run_page(_RUNS, where, flt)
     return [TaskRun.model_validate(row._asdict()) for row in await conn.execute(query)]
