@@ -19,7 +19,14 @@ from prefray.schemas import EmpiricalPolicy
 from prefray.settings import Settings
 from prefray.states import State
 from prefray.utilities.callables import check_reserved_names, get_call_parameters
-from prefray.utilities.options import check_hooks, check_retries, check_timeout, retry_delays
+from prefray.utilities.options import (
+    check_hooks,
+    check_retries,
+    check_timeout,
+    render_run_name,
+    retry_delays,
+    with_changes,
+)
 
 __all__ = ["Flow", "flow"]
 
@@ -106,10 +113,7 @@ class Flow(Generic[R]):
 
     def with_options(self, **options: Any) -> Flow[R]:
         """A copy of this flow with some options changed."""
-        unknown = set(options) - set(self._options)
-        if unknown:
-            raise TypeError(f"with_options() got unknown options: {sorted(unknown)}.")
-        return Flow(self.fn, **{**self._options, **options})
+        return Flow(self.fn, **with_changes(self._options, options))
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         from prefray.engine.flow_run import FlowRunEngine
@@ -125,15 +129,7 @@ class Flow(Generic[R]):
         template = self.flow_run_name
         if template is None:
             return None  # the server names it
-        if callable(template):
-            return str(template())
-        try:
-            return template.format(**parameters)
-        except (KeyError, IndexError, AttributeError) as exc:
-            raise ValueError(
-                f"flow_run_name {template!r} of flow {self.name!r} refers to {exc}, which "
-                f"is not a parameter (parameters: {sorted(parameters)})."
-            ) from None
+        return render_run_name("flow_run_name", f"flow {self.name!r}", template, parameters)
 
     def should_persist(self, settings: Settings) -> bool:
         if self.persist_result is not None:

@@ -24,7 +24,14 @@ from typing import Any, Generic, TypeVar, overload
 from prefray.caching import exponential_backoff, task_input_hash  # re-exported as in Prefect
 from prefray.schemas import EmpiricalPolicy
 from prefray.utilities.callables import check_reserved_names
-from prefray.utilities.options import check_hooks, check_retries, check_timeout, retry_delays
+from prefray.utilities.options import (
+    check_hooks,
+    check_retries,
+    check_timeout,
+    render_run_name,
+    retry_delays,
+    with_changes,
+)
 
 __all__ = ["Task", "exponential_backoff", "task", "task_input_hash"]
 
@@ -112,25 +119,14 @@ class Task(Generic[R]):
 
     def with_options(self, **options: Any) -> Task[R]:
         """A copy of this task with some options changed: `t.with_options(retries=3)`."""
-        unknown = set(options) - set(self._options)
-        if unknown:
-            raise TypeError(f"with_options() got unknown options: {sorted(unknown)}.")
-        return Task(self.fn, **{**self._options, **options})
+        return Task(self.fn, **with_changes(self._options, options))
 
     def run_name(self, parameters: dict[str, Any], dynamic_key: str) -> str:
         """This run's name: `task_run_name` (template or callable), else `name-key`."""
         template = self.task_run_name
         if template is None:
             return f"{self.name}-{dynamic_key}"
-        if callable(template):
-            return str(template())
-        try:
-            return template.format(**parameters)
-        except (KeyError, IndexError, AttributeError) as exc:
-            raise ValueError(
-                f"task_run_name {template!r} of task {self.name!r} refers to {exc}, which "
-                f"is not a parameter of the call (parameters: {sorted(parameters)})."
-            ) from None
+        return render_run_name("task_run_name", f"task {self.name!r}", template, parameters)
 
     # calling ----------------------------------------------------------------
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs):

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_hooks", "check_retries", "check_timeout", "retry_delays"]
+__all__ = [
+    "check_hooks",
+    "check_retries",
+    "check_timeout",
+    "render_run_name",
+    "retry_delays",
+    "with_changes",
+]
 
 MAX_RETRY_DELAYS = 50
 
@@ -70,3 +77,27 @@ def check_hooks(owner: str, name: str, hooks: Any) -> list[Callable[..., Any]]:
                 f"{owner}: expected callables in {name!r}, got {type(hook).__name__} {hook!r}."
             )
     return list(hooks)
+
+
+def with_changes(options: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` with `changes` applied (for `with_options()`); unknown names are refused."""
+    unknown = set(changes) - set(options)
+    if unknown:
+        raise TypeError(f"with_options() got unknown options: {sorted(unknown)}.")
+    return {**options, **changes}
+
+
+def render_run_name(
+    option: str, owner: str, template: str | Callable[[], str], parameters: Mapping[str, Any]
+) -> str:
+    """A run's name from its `flow_run_name`/`task_run_name` option: a callable's
+    answer, or the template filled in with the call's parameters."""
+    if callable(template):
+        return str(template())
+    try:
+        return template.format(**parameters)
+    except (KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(
+            f"{option} {template!r} of {owner} refers to {exc}, which "
+            f"is not a parameter of the call (parameters: {sorted(parameters)})."
+        ) from None

@@ -347,6 +347,25 @@ def test_bad_decorator_arguments_raise_at_decoration() -> None:
         task(reserved)
 
 
+def test_with_options_and_run_name_templates_refuse_unknown_names() -> None:
+    def fn(n: int) -> int:
+        return n
+
+    named_flow = flow(flow_run_name="run-{m}")(fn)
+    named_task = task(task_run_name="item-{m}")(fn)
+    with pytest.raises(TypeError, match=r"unknown options: \['retry'\]"):
+        named_flow.with_options(retry=1)
+    with pytest.raises(TypeError, match=r"unknown options: \['retry'\]"):
+        named_task.with_options(retry=1)
+    assert named_task.with_options(retries=2).retries == 2
+    with pytest.raises(ValueError, match="flow_run_name 'run-{m}' of flow 'fn' refers to 'm'"):
+        named_flow.run_name({"n": 1})
+    with pytest.raises(ValueError, match="task_run_name 'item-{m}' of task 'fn' refers to 'm'"):
+        named_task.run_name({"n": 1}, "0")
+    assert named_flow.with_options(flow_run_name="run-{n}").run_name({"n": 1}) == "run-1"
+    assert named_task.with_options(task_run_name=lambda: "x").run_name({"n": 1}, "0") == "x"
+
+
 def test_flow_in_a_thread_without_sigterm_handling() -> None:
     @flow
     def threaded() -> int:
