@@ -14,12 +14,13 @@ from typing import Any, TypeVar, Union
 
 from prefray.client import _limit_routes, _routes
 from prefray.client._deployments import DeploymentOperations
-from prefray.client._routes import Batch, Call, IdLike
+from prefray.client._routes import Batch, Call, IdLike, run_id
 from prefray.schemas import (
     ClaimedTaskRun,
     ConcurrencyLimit,
     EmpiricalPolicy,
     FlowRun,
+    FlowRunCreate,
     Log,
     LogCreate,
     OrchestrationResult,
@@ -65,20 +66,18 @@ class Operations(DeploymentOperations):
         deployment_id: IdLike | None = None,
     ) -> Reply[FlowRun]:
         """Create a flow run (a replay with the same `id` returns the existing run)."""
-        return self._execute(
-            _routes.create_flow_run(
-                flow_name,
-                name=name,
-                parameters=parameters,
-                tags=tags,
-                parent_task_run_id=parent_task_run_id,
-                empirical_policy=empirical_policy,
-                state=state,
-                id=id,
-                entrypoint=entrypoint,
-                deployment_id=deployment_id,
-            )
+        body = FlowRunCreate(
+            id=run_id(id) if id is not None else None,
+            name=name,
+            flow_name=flow_name,
+            tags=list(tags or ()),
+            parent_task_run_id=run_id(parent_task_run_id) if parent_task_run_id else None,
+            empirical_policy=empirical_policy or EmpiricalPolicy(),
+            state=state,
+            entrypoint=entrypoint,
+            deployment_id=run_id(deployment_id) if deployment_id else None,
         )
+        return self._execute(_routes.create_flow_run(body, parameters))
 
     def read_flow_run(self, id: IdLike) -> Reply[FlowRun]:
         """The flow run; `ObjectNotFound` if there is none with that id."""

@@ -20,7 +20,6 @@ from pydantic import TypeAdapter
 
 from prefray.exceptions import InvalidRequest
 from prefray.schemas import (
-    EmpiricalPolicy,
     FlowRun,
     FlowRunCreate,
     FlowRunFilter,
@@ -146,30 +145,7 @@ def version() -> Call[Any]:
 
 
 # flow runs --------------------------------------------------------------------
-def create_flow_run(
-    flow_name: str,
-    *,
-    name: str | None = None,
-    parameters: dict[str, Any] | None = None,
-    tags: Sequence[str] | None = None,
-    parent_task_run_id: IdLike | None = None,
-    empirical_policy: EmpiricalPolicy | None = None,
-    state: State | None = None,
-    id: IdLike | None = None,
-    entrypoint: str | None = None,
-    deployment_id: IdLike | None = None,
-) -> Call[FlowRun]:
-    body = FlowRunCreate(
-        id=run_id(id) if id is not None else None,
-        name=name,
-        flow_name=flow_name,
-        tags=list(tags or ()),
-        parent_task_run_id=run_id(parent_task_run_id) if parent_task_run_id else None,
-        empirical_policy=empirical_policy or EmpiricalPolicy(),
-        state=state,
-        entrypoint=entrypoint,
-        deployment_id=run_id(deployment_id) if deployment_id else None,
-    )
+def create_flow_run(body: FlowRunCreate, parameters: dict[str, Any] | None) -> Call[FlowRun]:
     # Parameters may hold values JSON cannot (they are recorded by repr), so
     # they are set after validation rather than validated as JSON.
     body = body.model_copy(update={"parameters": dict(parameters or {})})
