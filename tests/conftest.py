@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from prefray.client.embedded import EmbeddedAPI, start_api
 from prefray.settings import Settings, set_process_settings
 from prefray.testing import prefray_test_harness
 
@@ -39,3 +40,13 @@ def api() -> Iterator[Settings]:
     test module (module scope: no module sees another's API URL in its env)."""
     with prefray_test_harness() as settings:
         yield settings
+
+
+@pytest.fixture(scope="module")
+def embedded_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedAPI]:
+    """A real API server (uvicorn in a thread on a loopback port, SQLite in a temp
+    dir) for one test module, leaving the process settings alone: tests point
+    their own `Settings` at `embedded_api.url`."""
+    server = start_api(Settings(home=tmp_path_factory.mktemp("embedded-api")), mode="thread")
+    yield server
+    server.stop()

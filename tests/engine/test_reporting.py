@@ -19,16 +19,11 @@ from prefray.settings import Settings, use_settings
 from prefray.states import Completed, Running, StateType
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedAPI]:
-    server = start_api(Settings(home=tmp_path_factory.mktemp("reporting-api")), mode="thread")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def settings(api: EmbeddedAPI, tmp_path: Path) -> Iterator[Settings]:
-    s = Settings(home=tmp_path, api_url=api.url, api_max_retries=1, state_batch_interval=0.05)
+def settings(embedded_api: EmbeddedAPI, tmp_path: Path) -> Iterator[Settings]:
+    s = Settings(
+        home=tmp_path, api_url=embedded_api.url, api_max_retries=1, state_batch_interval=0.05
+    )
     with use_settings(s):
         yield s
 

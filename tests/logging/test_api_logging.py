@@ -10,29 +10,21 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from prefray.client import get_client
-from prefray.client.embedded import EmbeddedAPI, start_api
+from prefray.client.embedded import EmbeddedAPI
 from prefray.context import FlowRunContext, TaskRunContext
 from prefray.logging import flush_logs, get_run_logger, patch_print
 from prefray.schemas import FlowRun, TaskRun, TaskRunCreate
 from prefray.settings import Settings, use_settings
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedAPI]:
-    server = start_api(Settings(home=tmp_path_factory.mktemp("logging-api")), mode="thread")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def settings(api: EmbeddedAPI, tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, api_url=api.url, api_max_retries=2)
+def settings(embedded_api: EmbeddedAPI, tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, api_url=embedded_api.url, api_max_retries=2)
 
 
 @pytest.fixture
