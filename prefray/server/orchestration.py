@@ -218,13 +218,7 @@ class WaitForScheduledTime(Rule):
         if scheduled is None or scheduled <= ctx.now:
             return None
         delay = (scheduled - ctx.now).total_seconds()
-        result = OrchestrationResult(
-            status=SetStateStatus.WAIT,
-            state=ctx.run.state,
-            reason=f"the run is scheduled to start at {scheduled.isoformat()}",
-            delay_seconds=delay,
-        )
-        return Decision(result=result)
+        return _wait(ctx, f"the run is scheduled to start at {scheduled.isoformat()}", delay)
 
 
 class UseCachedResult(Rule):
@@ -289,13 +283,7 @@ class TagConcurrencyLimits(Rule):
         if not full:
             return None
         delay = SLOT_WAIT_SECONDS * ctx.jitter(0.5)
-        result = OrchestrationResult(
-            status=SetStateStatus.WAIT,
-            state=ctx.run.state,
-            reason=f"waiting for a concurrency slot of tag {', '.join(full)}",
-            delay_seconds=delay,
-        )
-        return Decision(result=result)
+        return _wait(ctx, f"waiting for a concurrency slot of tag {', '.join(full)}", delay)
 
 
 RULES: tuple[type[Rule], ...] = (
@@ -398,6 +386,13 @@ def _reject(ctx: _Context, reason: str) -> Decision:
     return Decision(
         result=OrchestrationResult(status=SetStateStatus.REJECT, state=ctx.run.state, reason=reason)
     )
+
+
+def _wait(ctx: _Context, reason: str, delay: float) -> Decision:
+    result = OrchestrationResult(
+        status=SetStateStatus.WAIT, state=ctx.run.state, reason=reason, delay_seconds=delay
+    )
+    return Decision(result=result)
 
 
 def _written(
