@@ -122,17 +122,7 @@ async def renew(conn: AsyncConnection, renewal: LeaseRenewal) -> list[uuid.UUID]
     if not renewal.task_run_ids:
         return []
     lease = now() + dt.timedelta(seconds=renewal.lease_seconds)
-    stmt = (
-        sa.update(_QUEUE)
-        .where(
-            _QUEUE.c.task_run_id.in_(renewal.task_run_ids),
-            _QUEUE.c.claimed_by == renewal.worker,
-            _QUEUE.c.lease_expires.is_not(None),
-        )
-        .values(lease_expires=lease)
-        .returning(_QUEUE.c.task_run_id)
-    )
-    return sorted((await conn.execute(stmt)).scalars())
+    return await _set_lease_expiry(conn, renewal, lease)
 
 
 async def release(conn: AsyncConnection, renewal: LeaseRenewal) -> list[uuid.UUID]:
@@ -140,6 +130,13 @@ async def release(conn: AsyncConnection, renewal: LeaseRenewal) -> list[uuid.UUI
     finish is re-queued by the next claim)."""
     if not renewal.task_run_ids:
         return []
+    return await _set_lease_expiry(conn, renewal, now() - dt.timedelta(microseconds=1))
+
+
+async def _set_lease_expiry(
+    conn: AsyncConnection, renewal: LeaseRenewal, expires: dt.datetime
+) -> list[uuid.UUID]:
+    """Move the expiry of the leases this worker holds on these runs; their ids."""
     stmt = (
         sa.update(_QUEUE)
         .where(
@@ -147,7 +144,7 @@ async def release(conn: AsyncConnection, renewal: LeaseRenewal) -> list[uuid.UUI
             _QUEUE.c.claimed_by == renewal.worker,
             _QUEUE.c.lease_expires.is_not(None),
         )
-        .values(lease_expires=now() - dt.timedelta(microseconds=1))
+        .values(lease_expires=expires)
         .returning(_QUEUE.c.task_run_id)
     )
     return sorted((await conn.execute(stmt)).scalars())
