@@ -143,6 +143,10 @@ class TaskRunCreate(_Strict):
     task_inputs: dict[str, list[TaskRunInput]] = Field(default_factory=dict)
     empirical_policy: EmpiricalPolicy = Field(default_factory=EmpiricalPolicy)
     state: State | None = None  # initial state; Pending when omitted
+    # the transitions that followed the initial state, in order (a batch that
+    # carries a run's whole short life as one item); the server applies them as
+    # if each were reported on its own
+    states: list[State] | None = Field(default=None, max_length=100)
 
 
 class TaskRun(BaseModel):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic_core
 from fastapi import APIRouter, Request, Response, status
-from pydantic import TypeAdapter
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter
 
 from prefray.schemas import (
     OrchestrationResult,
@@ -25,9 +26,9 @@ from prefray.server.database.transitions import TASK_RUNS, Proposal, apply_propo
 from prefray.server.database.wire import (
     MAX_BATCH,
     STATE_REPORTS,
-    TASK_RUN_CREATE,
-    TASK_RUN_CREATES,
+    WireState,
     parse_body,
+    wire_twin,
 )
 from prefray.states import State
 
@@ -37,6 +38,30 @@ router = APIRouter(prefix="/api/task_runs", tags=["task runs"])
 
 _RUN = TypeAdapter(TaskRun)
 _RUNS = TypeAdapter(list[TaskRun])
+# the creations' wire twin, the carried `states` light too
+_WireTaskRunCreate = wire_twin(TaskRunCreate, {State: WireState, list[State]: list[WireState]})
+TASK_RUN_CREATE: TypeAdapter[Any] = TypeAdapter(_WireTaskRunCreate)
+TASK_RUN_CREATES: TypeAdapter[Any] = TypeAdapter(
+    Annotated[list[_WireTaskRunCreate], Field(max_length=MAX_BATCH)]  # type: ignore[valid-type]
+)
+
+
+def _parse_creates(adapter: TypeAdapter[Any], body: bytes) -> Any:
+    """Parse creations; carried `states` must be in time order (422 naming the one that
+    is not): the server writes them as one history."""
+    parsed = parse_body(adapter, body)
+    for i, item in enumerate(parsed if isinstance(parsed, list) else [parsed]):
+        states = item.states or ()
+        for j in range(1, len(states)):
+            if states[j].timestamp < states[j - 1].timestamp:
+                loc = ("body", i, "states", j, "timestamp")
+                if not isinstance(parsed, list):
+                    loc = ("body", "states", j, "timestamp")
+                message = "states must be in time order: this one is older than the one before"
+                raise RequestValidationError(
+                    [{"type": "value_error", "loc": loc, "msg": message, "input": None}]
+                )
+    return parsed
 
 
 def _json(value: Any, status_code: int = 200) -> Response:
@@ -66,7 +91,7 @@ def _body(model: type[Any], *, many: bool) -> dict[str, Any]:
 async def create_task_run(request: Request, db: DB) -> Response:
     """Create a task run; a replay (same id, or same flow run/task key/dynamic key) returns
     the stored one."""
-    body = parse_body(TASK_RUN_CREATE, await request.body())
+    body = _parse_creates(TASK_RUN_CREATE, await request.body())
     async with db.write() as conn:
         [(run, created)] = await store.create_task_runs_json(conn, db.dialect, [body])
     return _json(run, 201 if created else 200)
@@ -80,7 +105,7 @@ async def create_task_run(request: Request, db: DB) -> Response:
 )
 async def create_task_runs(request: Request, db: DB) -> Response:
     """Create many task runs in one transaction; answers in request order."""
-    body = parse_body(TASK_RUN_CREATES, await request.body())
+    body = _parse_creates(TASK_RUN_CREATES, await request.body())
     async with db.write() as conn:
         created = await store.create_task_runs_json(conn, db.dialect, body)
     return _json([run for run, _ in created], 201)

@@ -4,10 +4,21 @@ Creation is an upsert on `(flow_run_id, task_key, dynamic_key)` (and on the
 client id): N task runs cost one existence check of their flow runs, one
 multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING id`, one executemany
 into the state history, and, only for replays, one lookup of the existing rows.
+
+A creation may carry the transitions that followed (`TaskRunCreate.states`: a
+run created, run and finished within one batch of the reporter). When no rule
+can intervene (each step accepted as proposed by the rules alone: no cache
+key, no tag with a concurrency limit, no retry, no repeat) the run row is
+inserted already in its final state, with the bookkeeping `orchestrate` would
+have done, and all its history rows go in the same INSERT as everyone else's.
+Otherwise, and for a replay of an existing run, the states are applied after
+the insert through the normal path (`apply_proposals_json`), as if reported
+one by one (a replay's transition ids are already seen: nothing is written).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -17,13 +28,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prefray.exceptions import ObjectNotFound
-from prefray.schemas import EmpiricalPolicy, TaskRun, TaskRunCreate, TaskRunFilter
+from prefray.schemas import EmpiricalPolicy, SetStateStatus, TaskRun, TaskRunCreate, TaskRunFilter
 from prefray.server.database.fastpath import plain_write
 from prefray.server.database.fastsql import Codec, codec_for, iso_json, json_text
+from prefray.server.database.models import ConcurrencyLimitORM
 from prefray.server.database.queries import run_filter_clauses, run_page
-from prefray.server.database.transitions import FLOW_RUNS, TASK_RUNS, chunks
+from prefray.server.database.transitions import (
+    FLOW_RUNS,
+    TASK_RUNS,
+    Proposal,
+    apply_proposals_json,
+    chunks,
+)
 from prefray.server.database.wire import WireState, state_json
-from prefray.server.orchestration import RunSnapshot, RunUpdates, orchestrate
+from prefray.server.orchestration import RunSnapshot, RunUpdates, bookkeeping, orchestrate
 from prefray.states import State, StateDetails, StateType, now
 
 __all__ = ["create_task_runs", "create_task_runs_json", "read_task_run", "read_task_runs"]
@@ -53,26 +71,66 @@ async def create_task_runs_json(
     await _check_flow_runs_exist(conn, items)
     codec = codec_for(dialect)
     when = now()
+    limited = await _limited_tags(conn, items)
     prepared = [
-        _row(codec, item, when + dt.timedelta(microseconds=i)) for i, item in enumerate(items)
+        _row(codec, item, when + dt.timedelta(microseconds=i), limited)
+        for i, item in enumerate(items)
     ]
     inserted = set(
         await codec.insert_ignore_returning(
-            conn, _RUNS.name, _COLUMNS, [values for _, values, _ in prepared], "id"
+            conn, _RUNS.name, _COLUMNS, [p.values for p in prepared], "id"
         )
     )
     new_flags: list[bool] = []
-    for _run, values, _ in prepared:
-        new_flags.append(values[0] in inserted)
-        inserted.discard(values[0])  # a repeated id later in the request is a replay
-    history = [history for (_, _, history), new in zip(prepared, new_flags, strict=True) if new]
+    for p in prepared:
+        new_flags.append(p.values[0] in inserted)
+        inserted.discard(p.values[0])  # a repeated id later in the request is a replay
+    history = [row for p, new in zip(prepared, new_flags, strict=True) if new for row in p.history]
     await codec.insert_many(conn, TASK_RUNS.history.name, _HISTORY_COLUMNS, history)
-    replays = [run for (run, _, _), new in zip(prepared, new_flags, strict=True) if not new]
+    replays = [p.run for p, new in zip(prepared, new_flags, strict=True) if not new]
     existing = await _existing_rows(replays, conn)
-    return [
-        (run, True) if new else (existing[_identity(run)].model_dump(mode="json"), False)
-        for (run, _, _), new in zip(prepared, new_flags, strict=True)
+    answers = [
+        (p.run, True) if new else (existing[_identity(p.run)].model_dump(mode="json"), False)
+        for p, new in zip(prepared, new_flags, strict=True)
     ]
+    return await _apply_later(conn, codec, prepared, new_flags, answers)
+
+
+async def _apply_later(
+    conn: AsyncConnection,
+    codec: Codec,
+    prepared: list[_Prepared],
+    new_flags: list[bool],
+    answers: list[tuple[dict[str, Any], bool]],
+) -> list[tuple[dict[str, Any], bool]]:
+    """Apply the carried states that were not written with the run (a rule could
+    intervene, or the run existed), in request order, and answer those runs as stored.
+
+    The per-state answers are not returned: a client that needs them (a REJECT, a
+    WAIT) sends such states as reports."""
+    proposals: list[Proposal] = []
+    for p, new, (run, _) in zip(prepared, new_flags, answers, strict=True):
+        if p.states and not (new and p.coalesced):
+            run_id = uuid.UUID(str(run["id"]))
+            proposals.extend(Proposal(run_id, state) for state in p.states)
+    if not proposals:
+        return answers
+    await apply_proposals_json(conn, TASK_RUNS, proposals, lock_rows=not codec.sqlite)
+    ids = list(dict.fromkeys(p.run_id for p in proposals))
+    stored: dict[uuid.UUID, dict[str, Any]] = {}
+    for chunk in chunks(ids):
+        for row in await conn.execute(sa.select(_RUNS).where(_RUNS.c.id.in_(chunk))):
+            stored[row.id] = TaskRun.model_validate(row._asdict()).model_dump(mode="json")
+    return [(stored.get(uuid.UUID(str(run["id"])), run), new) for run, new in answers]
+
+
+async def _limited_tags(conn: AsyncConnection, items: Sequence[Any]) -> frozenset[str]:
+    """The tags with a concurrency limit, looked up only when a creation carries both
+    states and tags (a step into Running would take a slot: not written in one go)."""
+    if not any(item.states and item.tags for item in items):
+        return frozenset()
+    t = ConcurrencyLimitORM.__table__
+    return frozenset((await conn.execute(sa.select(t.c.tag))).scalars())
 
 
 # the stored columns of a new task run, in the order `_row` gives their values
@@ -86,22 +144,41 @@ _HISTORY_COLUMNS = ("task_run_id", "type", "name", "timestamp", "transition_id",
 _DEFAULT_POLICY = EmpiricalPolicy().model_dump(mode="json")
 
 
-def _row(
-    codec: Codec, item: Any, created: dt.datetime
-) -> tuple[dict[str, Any], tuple[Any, ...], tuple[Any, ...]]:
-    """A new run: its `TaskRun` JSON, its column values, its first history row."""
+@dataclasses.dataclass(slots=True)
+class _Prepared:
+    """A new run, ready to insert."""
+
+    run: dict[str, Any]  # its `TaskRun` JSON
+    values: tuple[Any, ...]  # its row, in `_COLUMNS` order
+    history: list[tuple[Any, ...]]  # its history rows, oldest first
+    states: list[Any]  # the carried transitions (`TaskRunCreate.states`)
+    coalesced: bool  # whether `values` and `history` already include them
+
+
+# one written state: type, timestamp, transition id, JSON form
+_Step = tuple[StateType, dt.datetime, uuid.UUID | None, dict[str, Any]]
+
+
+def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str]) -> _Prepared:
     run_id = item.id or uuid.uuid4()
     if item.state is None:
         as_json, updates = _pending(run_id, item.flow_run_id), _EMPTY_UPDATES
-        state_type, timestamp = StateType.PENDING, now()
-        transition_id = expected = None
+        timestamp = now()
+        as_json["timestamp"] = iso_json(timestamp)
+        first: _Step = (StateType.PENDING, timestamp, None, as_json)
+        expected = timestamp
     else:
         state, updates = _initial(run_id, item, created)
-        as_json = state.model_dump(mode="json")
-        state_type, timestamp = state.type, state.timestamp
-        transition_id, expected = state.state_details.transition_id, _scheduled(state)
-    as_json["timestamp"] = iso_json(timestamp) if item.state is None else as_json["timestamp"]
-    expected = expected or timestamp
+        transition_id = state.state_details.transition_id
+        first = (state.type, state.timestamp, transition_id, state.model_dump(mode="json"))
+        expected = _scheduled(state) or state.timestamp
+    steps = [first]
+    states = list(item.states or ())
+    chain = _coalesced(run_id, item, first, updates, created, limited) if states else None
+    if chain is not None:
+        steps += chain[0]
+        updates = chain[1]
+    state_type, _, _, as_json = steps[-1]
     policy = item.empirical_policy.model_dump(mode="json")
     task_inputs = {k: [i.model_dump(mode="json") for i in v] for k, v in item.task_inputs.items()}
     run: dict[str, Any] = {
@@ -126,22 +203,87 @@ def _row(
         "created": created,
         "updated": created,
     }
-    key, state_text, stamp = codec.uuid(run_id), codec.json(as_json), codec.ts(created)
+    key, stamp = codec.uuid(run_id), codec.ts(created)
+    texts = [codec.json(step[3]) for step in steps]
     values = (
         key, item.name, codec.uuid(item.flow_run_id), item.task_key, item.dynamic_key,
         item.cache_key, codec.ts(item.cache_expiration),
         codec.json(item.tags) if item.tags else "[]",
         codec.json(task_inputs) if task_inputs else "{}",
         _POLICY_TEXT if policy == _DEFAULT_POLICY else codec.json(policy),
-        state_text, state_type.value, as_json["name"], updates.run_count,
+        texts[-1], state_type.value, as_json["name"], updates.run_count,
         codec.ts(expected), codec.ts(updates.start_time),
         codec.ts(updates.end_time), updates.total_run_time, stamp, stamp,
     )  # fmt: skip
-    history = (
-        key, state_type.value, as_json["name"], codec.ts(timestamp),
-        codec.uuid(transition_id), state_text,
-    )  # fmt: skip
-    return run, values, history
+    history = [
+        (key, t.value, j["name"], codec.ts(ts), codec.uuid(tid), text)
+        for (t, ts, tid, j), text in zip(steps, texts, strict=True)
+    ]
+    return _Prepared(run, values, history, states, chain is not None)
+
+
+def _coalesced(
+    run_id: uuid.UUID,
+    item: Any,
+    first: _Step,
+    updates: RunUpdates,
+    when: dt.datetime,
+    limited: frozenset[str],
+) -> tuple[list[_Step], RunUpdates] | None:
+    """The carried states as written over a new run, when the rules alone accept
+    each as proposed; None when anything else could intervene (a cache key, a
+    limited tag's slot, a Scheduled time to keep, a repeated transition id, a rule
+    that would not ACCEPT): those are applied the normal way after the insert."""
+    if limited and not limited.isdisjoint(item.tags):
+        return None
+    current, timestamp, transition_id, as_json = first
+    seen = {transition_id} - {None}
+    steps: list[_Step] = []
+    for proposed in item.states:
+        details = proposed.state_details
+        scheduled = proposed.type == StateType.SCHEDULED  # would set expected_start_time
+        if details.transition_id in seen or details.cache_key or scheduled:
+            return None
+        details.task_run_id = run_id
+        if details.flow_run_id is None:
+            details.flow_run_id = item.flow_run_id
+        plain = plain_write("task", current, proposed, force=False, slots=None)
+        if not plain and not _accepted(item, as_json, updates, seen, proposed, when):
+            return None
+        updates = bookkeeping(
+            current, timestamp, updates.run_count, updates.start_time, updates.end_time,
+            updates.total_run_time, proposed,
+        )  # fmt: skip
+        current, timestamp, as_json = proposed.type, proposed.timestamp, state_json(proposed)
+        if details.transition_id is not None:
+            seen.add(details.transition_id)
+        steps.append((current, timestamp, details.transition_id, as_json))
+    return steps, updates
+
+
+def _accepted(
+    item: Any,
+    current: dict[str, Any],
+    updates: RunUpdates,
+    seen: set[uuid.UUID],
+    proposed: Any,
+    when: dt.datetime,
+) -> bool:
+    """Whether `orchestrate` accepts `proposed` as it is, over a run in `current`
+    (with no cached state and no slot counts: the caller ruled both out)."""
+    snapshot = RunSnapshot(
+        kind="task",
+        state=State.model_validate(current),
+        run_count=updates.run_count,
+        empirical_policy=EmpiricalPolicy.model_validate(item.empirical_policy.model_dump()),
+        start_time=updates.start_time,
+        end_time=updates.end_time,
+        total_run_time=updates.total_run_time,
+        seen_transition_ids=frozenset(seen),
+    )
+    state = State.model_validate(state_json(proposed))
+    decision = orchestrate(snapshot, state, now=when)
+    return decision.result.status == SetStateStatus.ACCEPT and decision.new_state is state
 
 
 _POLICY_TEXT = json_text(_DEFAULT_POLICY)
