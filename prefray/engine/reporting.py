@@ -28,10 +28,11 @@ from prefray.schemas import (
     OrchestrationResult,
     SetStateStatus,
     StateReport,
+    TaskRun,
     TaskRunCreate,
 )
 from prefray.settings import Settings, get_current_settings
-from prefray.states import State
+from prefray.states import State, StateType
 
 __all__ = ["CollectingReporter", "ReportItem", "StateReporter", "get_state_reporter"]
 
@@ -64,6 +65,23 @@ class _Answers:
                     result.reason,
                 )
 
+    def record_carried(self, creates: list[TaskRunCreate], runs: list[TaskRun]) -> None:
+        """Creations that carried states: accepted when the run is in the last one (the
+        server answers the stored run), else (the run existed: its states took the
+        normal path) a REJECT with the state it is in."""
+        with self._lock:
+            for create, run in zip(creates, runs, strict=True):
+                assert create.states and create.id is not None
+                if run.state is not None and run.state.id == create.states[-1].id:
+                    self._latest.pop(create.id, None)
+                    continue
+                name = run.state.name if run.state is not None else "no state"
+                self._latest[create.id] = OrchestrationResult(
+                    status=SetStateStatus.REJECT,
+                    state=run.state,
+                    reason=f"the task run already existed and is {name}",
+                )
+
     def get(self, task_run_id: uuid.UUID) -> OrchestrationResult | None:
         with self._lock:
             return self._latest.get(task_run_id)
@@ -80,16 +98,78 @@ def _as_report(item: StateReport | tuple) -> StateReport:
     return item
 
 
+# what a state carried with its run's creation may be: the server accepts each of
+# these as proposed over a new run that may_carry() admits (no rule applies), so
+# the engine needs no answer for them; a terminal one ends the carrying
+_CARRIED_TYPES = frozenset(
+    {StateType.RUNNING, StateType.COMPLETED, StateType.FAILED, StateType.CRASHED}
+)
+
+
+def _may_carry(create: TaskRunCreate) -> bool:
+    """Whether later states of this new run may travel inside its creation: nothing a
+    rule looks at (cache key, tags that may have a concurrency limit, retries)."""
+    initial = create.state
+    return (
+        create.id is not None
+        and not create.states
+        and (initial is None or initial.type == StateType.PENDING)
+        and create.cache_key is None
+        and not create.tags
+        and create.empirical_policy.retries == 0
+    )
+
+
+def _may_ride(report: StateReport) -> bool:
+    state = report.state
+    return not report.force and state.type in _CARRIED_TYPES and not state.state_details.cache_key
+
+
+def _coalesce(items: list[_Queued]) -> tuple[list[TaskRunCreate], list[StateReport], list[int]]:
+    """Creations (those whose run's reports follow in this batch carrying them, in
+    order, as `states`: one item for the server instead of 1 + n), the remaining
+    reports in order, and the indexes of the creations that carry states."""
+    creates: list[TaskRunCreate] = []
+    reports: list[StateReport] = []
+    riding: dict[uuid.UUID, tuple[int, list[State]]] = {}
+    rides: list[tuple[int, list[State]]] = []
+    sent_alone: set[uuid.UUID] = set()  # runs with a report sent on its own: order
+    for item in items:
+        if isinstance(item, TaskRunCreate):
+            if _may_carry(item) and item.id not in sent_alone:
+                riding[item.id] = (len(creates), [])  # type: ignore[index]
+                rides.append(riding[item.id])  # type: ignore[index]
+            creates.append(item)
+            continue
+        report = _as_report(item)
+        ride = riding.get(report.task_run_id)
+        if ride is not None and _may_ride(report):
+            ride[1].append(report.state)
+            if report.state.type != StateType.RUNNING:
+                del riding[report.task_run_id]  # a state after a terminal one needs its answer
+        else:
+            riding.pop(report.task_run_id, None)
+            sent_alone.add(report.task_run_id)
+            reports.append(report)
+    carrying = []
+    for index, states in rides:
+        if states:
+            creates[index] = creates[index].model_copy(update={"states": states})
+            carrying.append(index)
+    return creates, reports, carrying
+
+
 def _send_items(
     settings: Settings, items: list[_Queued], answers: _Answers, max_retries: int | None = 2
 ) -> int:
-    """Send creations, then reports, in order. Returns the number of requests made."""
-    creates = [i for i in items if isinstance(i, TaskRunCreate)]
-    reports = [_as_report(i) for i in items if not isinstance(i, TaskRunCreate)]
+    """Send creations (carrying the states that follow them in `items` where no rule
+    can intervene), then the other reports, in order. Returns the number of requests."""
+    creates, reports, carrying = _coalesce(items)
     requests = 0
     with api_client(settings, max_retries) as client:
         if creates:
-            client.create_task_runs(creates)
+            runs = client.create_task_runs(creates)
+            answers.record_carried([creates[i] for i in carrying], [runs[i] for i in carrying])
             requests += 1
         if reports:
             answers.record(reports, client.report_task_run_states(reports))

@@ -191,3 +191,51 @@ def test_collecting_reporter_keeps_items_when_the_api_is_down(tmp_path: Path) ->
 
 def test_one_reporter_per_process() -> None:
     assert get_state_reporter() is get_state_reporter()
+
+
+def test_a_run_created_and_finished_in_one_batch_travels_as_one_item(
+    settings: Settings,
+) -> None:
+    idle = settings.with_overrides(state_batch_interval=3600.0, state_batch_size=10**9)
+    reporter = StateReporter(idle)
+    runs = creates(3)
+    runs[2].empirical_policy.retries = 1  # a rule could intervene: reported on its own
+    with use_settings(idle):
+        reporter.create_task_runs(runs)
+        for run in runs:
+            reporter.report(run.id, Running())
+            reporter.report(run.id, Completed())
+        from prefray.engine.reporting import _coalesce
+
+        queued = [item for _, item in reporter._shipper._queue]
+        creations, reports, carrying = _coalesce(queued)
+        assert carrying == [0, 1]
+        assert [s.type for s in creations[0].states or []] == [
+            StateType.RUNNING,
+            StateType.COMPLETED,
+        ]
+        assert [r.task_run_id for r in reports] == [runs[2].id, runs[2].id]
+        assert reporter.flush(30)
+    assert reporter.requests == 2
+    with get_client(sync_client=True) as client:
+        stored = client.read_task_runs(task_key=runs[0].task_key)
+    assert {(r.state_type, r.run_count) for r in stored} == {(StateType.COMPLETED, 1)}
+    for run in runs:
+        assert state_names(run.id) == ["Pending", "Running", "Completed"]
+        assert reporter.last_result(run.id) is None
+
+
+def test_carried_states_over_a_run_that_existed_leave_an_answer(settings: Settings) -> None:
+    reporter = StateReporter(settings)
+    (run,) = creates(1)
+    reporter.create_task_run(run)
+    reporter.report(run.id, Running())
+    reporter.report(run.id, Completed())
+    assert reporter.flush(30)
+    reporter.create_task_run(run)  # a replayed creation, with a state that is refused
+    reporter.report(run.id, Running())
+    assert reporter.flush(30)
+    answer = reporter.last_result(run.id)
+    assert answer is not None and answer.status == SetStateStatus.REJECT
+    assert answer.state is not None and answer.state.type == StateType.COMPLETED
+    assert state_names(run.id) == ["Pending", "Running", "Completed"]
