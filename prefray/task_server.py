@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefray.engine.call import TaskRunCall
 from prefray.schemas import ClaimedTaskRun
-from prefray.settings import Settings, use_settings
+from prefray.settings import Settings, get_current_settings, use_settings
 from prefray.states import Failed
 
 if TYPE_CHECKING:
@@ -78,6 +78,9 @@ class TaskServer:
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # the settings in force where the server is built: run() may be called on
+        # another thread, which does not see this thread's use_settings()
+        self._settings = get_current_settings()
         self._stop = threading.Event()
         self._in_flight: dict[uuid.UUID, PrefrayFuture] = {}
         self._lock = threading.Lock()
@@ -90,7 +93,8 @@ class TaskServer:
         """Serve until `stop()` (or KeyboardInterrupt / SIGTERM in `serve`)."""
         from prefray.engine.calls import _settings_with_api
 
-        settings = _settings_with_api().with_overrides(persist_results=True)
+        with use_settings(self._settings):
+            settings = _settings_with_api().with_overrides(persist_results=True)
         runner = self.task_runner or _default_runner()
         with use_settings(settings), runner.start():
             renewer = threading.Thread(
