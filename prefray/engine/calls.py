@@ -180,7 +180,8 @@ def _create_in_bulk(calls: list[TaskRunCall], task: Task) -> None:
     """Queue the creations together: the reporter sends them in bulk requests
     (one per batch), off the critical path, before any state of these runs."""
     if calls:
-        _reporter().create_task_runs([_create_from_run(call.task_run) for call in calls])
+        creates = [_create_from_run(call.task_run) for call in calls]
+        _reporter().create_task_runs(creates, defer=True)
 
 
 def _create_from_run(run: TaskRun) -> TaskRunCreate:

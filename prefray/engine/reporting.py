@@ -15,6 +15,7 @@ for the driver to ship, or sends them itself when the engine needs a decision.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -192,6 +193,10 @@ class StateReporter:
             max_request_items=10_000,
             exit_timeout=settings.log_flush_timeout * 2,
         )
+        # creations held back until their run's first report (or a flush), so that
+        # a mapped run's creation and its states travel as one item
+        self._deferred: dict[uuid.UUID, tuple[TaskRunCreate, Settings]] = {}
+        atexit.register(self._release_deferred)  # runs before the shipper's exit flush
 
     def _send(self, settings: Settings, items: list[_Queued]) -> None:
         self.requests += _send_items(settings, items, self._answers)
@@ -200,38 +205,65 @@ class StateReporter:
         """Queue a task run's creation (replayed safely: it carries its id)."""
         self._shipper.put(create, get_current_settings())
 
-    def create_task_runs(self, creates: Iterable[TaskRunCreate]) -> None:
+    def create_task_runs(self, creates: Iterable[TaskRunCreate], defer: bool = False) -> None:
+        """Queue creations. With `defer`, each is held until its run's first
+        report (then both ship together, as one item) or the next `flush()`:
+        `.map()` uses it, so N mapped runs cost the API N items, not 3N."""
         settings = get_current_settings()
+        if defer:
+            for create in creates:
+                self._deferred[create.id] = (create, settings)  # type: ignore[index]
+            return
         for create in creates:
             self._shipper.put(create, settings)
 
     def report(self, task_run_id: uuid.UUID, state: State, force: bool = False) -> None:
         """Queue a transition; no I/O here. Do not change `state` afterwards."""
+        if self._deferred:
+            self._release_one(task_run_id)
         self._shipper.put((task_run_id, state, force), get_current_settings())
 
-    def extend(self, items: Iterable[ReportItem]) -> None:
-        """Queue what a `CollectingReporter` drained (a worker's reports), in order."""
+    def extend(self, items: Iterable[ReportItem | tuple]) -> None:
+        """Queue what a `CollectingReporter` drained (a worker's reports, as
+        `StateReport`s or `(task_run_id, state, force)`), in order."""
         settings = get_current_settings()
         for item in items:
+            if self._deferred:
+                if isinstance(item, tuple):
+                    self._release_one(item[0])
+                elif isinstance(item, StateReport):
+                    self._release_one(item.task_run_id)
             self._shipper.put(item, settings)
 
+    def _release_one(self, task_run_id: uuid.UUID) -> None:
+        held = self._deferred.pop(task_run_id, None)  # atomic: one caller gets it
+        if held is not None:
+            self._shipper.put(*held)
+
+    def _release_deferred(self) -> None:
+        for task_run_id in list(self._deferred):
+            self._release_one(task_run_id)
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until everything queued before the call is acknowledged by the
-        server: True; False if `timeout` passed first. Raises `APIUnavailable`
-        if sending them failed meanwhile (they stay queued for the next try)."""
+        """Block until everything queued before the call (held creations
+        included) is acknowledged by the server: True; False if `timeout`
+        passed first. Raises `APIUnavailable` if sending them failed meanwhile
+        (they stay queued for the next try)."""
+        self._release_deferred()
         return self._shipper.flush(timeout, raise_on_failure=True)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush, bounded by `timeout` (default 2 x settings.log_flush_timeout)."""
         if timeout is None:
             timeout = get_current_settings().log_flush_timeout * 2
+        self._release_deferred()
         try:
             return self._shipper.flush(timeout)
         except APIUnavailable:
             return False
 
     def pending(self) -> int:
-        return self._shipper.pending()
+        return self._shipper.pending() + len(self._deferred)
 
     def last_result(self, task_run_id: uuid.UUID) -> OrchestrationResult | None:
         """The server's latest REJECT/WAIT/ABORT for a reported transition of the
