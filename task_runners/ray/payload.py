@@ -1,15 +1,17 @@
 """What travels between the driver and a Ray worker for one task run.
 
-A submission is `execute(shared_key, shared, spec, *upstream_values)`:
+A submission is `execute([shared_key, shared, spec], *upstream_values)`: one
+list for what is not an ObjectRef (each top-level argument costs Ray's
+`.remote()` ~10-15 µs on the driver), then the refs.
 
 - `shared_key`, `shared`: the Task object, the settings snapshot and what is
   the same for every run of the flow run (`Shared`), pickled once on the
   driver and unpickled once per worker process (cached by `shared_key`),
-  however many runs of a map use them. Small payloads travel inline as bytes;
-  large ones (a task whose function holds big data) are put in the object
-  store once and passed by reference. Both are top-level arguments: a
-  reference nested inside an argument would cost Ray a borrower registration
-  per call (about 0.3 ms here);
+  however many runs of a map use them. Small payloads travel inline as bytes
+  in the list; large ones (a task whose function holds big data) are put in
+  the object store once and passed by reference as the first top-level
+  argument (`shared` is then None): a reference nested inside an argument
+  would cost Ray a borrower registration per call (about 0.3 ms here);
 - `spec`: what is particular to this run (`encode_spec`), as a plain list of
   str/bytes/int/dict/list, which Ray packs with msgpack instead of pickle (a
   pickled `TaskRun` model cost ~0.1 ms per submission on the driver and as

@@ -69,6 +69,9 @@ class RayTaskRunner(BaseTaskRunner):
             remote_options or {}, "RayTaskRunner(remote_options=...)"
         )
         self._monitor: Any = None
+        # API URLs the workers were found to reach while this runner holds its
+        # connection (the probe's own cache asks Ray for the job id every time)
+        self._reachable: set[str] = set()
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -83,6 +86,7 @@ class RayTaskRunner(BaseTaskRunner):
         from task_runners.ray.submission import Submitter
 
         connection.acquire(self.address, self.init_kwargs)
+        self._reachable = set()
         self._monitor = Monitor(Submitter(self.remote_options))
 
     def _stop(self) -> None:
@@ -98,7 +102,10 @@ class RayTaskRunner(BaseTaskRunner):
     # work --------------------------------------------------------------------------
     def submit(self, call: TaskRunCall) -> PrefrayFuture:
         self._check_started()
-        connection.check_api_reachable(call.settings.api_url)
+        url = call.settings.api_url
+        if url not in self._reachable:
+            connection.check_api_reachable(url)
+            self._reachable.add(url)
         future = RayFuture(call.task_run.id, call.task_run.name)
         monitor = self._monitor
         try:

@@ -91,9 +91,13 @@ class Submitter:
             args.append(arg)
             if attempt is not None:
                 consumed.append(attempt)
-        spec = _spec(plan, number - 1)
+        key, shared = plan.shared
+        head = [key, shared, _spec(plan, number - 1)]
+        if not isinstance(shared, bytes):  # an ObjectRef: a top-level argument
+            head[1] = None
+            args.insert(0, shared)
         try:
-            state_ref, value_ref = plan.remote.remote(*plan.shared, spec, *args)
+            state_ref, value_ref = plan.remote.remote(head, *args)
         except Exception as exc:
             raise _unpicklable(plan.call, exc) from exc
         attempt = Attempt(plan, number, state_ref, value_ref, consumed)

@@ -38,11 +38,16 @@ _payloads: collections.OrderedDict[str, Shared] = collections.OrderedDict()
 _payloads_lock = threading.Lock()
 
 
-def execute(
-    shared_key: str, shared: bytes, spec: list[Any], *upstream_values: Any
-) -> tuple[Any, Any]:
+def execute(head: list[Any], *values: Any) -> tuple[Any, Any]:
+    """`head` is `[shared_key, shared payload (None: it is values[0]), spec]`;
+    `values` are the upstream values (see `payload`)."""
     from prefray.engine.task_run import run_task
 
+    shared_key, shared, spec = head
+    if shared is None:
+        shared, upstream_values = values[0], values[1:]
+    else:
+        upstream_values = values
     common = _load_shared(shared_key, shared)
     call = _rebuild_call(common, spec, upstream_values)
     reporter = SelfCreatingReporter(call.task_run)
