@@ -47,7 +47,7 @@ logger = logging.getLogger("prefray.task_runners.ray")
 # others are still running
 POLL_SECONDS = 0.01
 WINDOW = 512  # refs per `ray.wait` when many are watched (see `_refs_to_wait_on`)
-PACE_SECONDS = 0.005  # pause between wake-ups while more than WINDOW are watched
+PACE_SECONDS = 0.02  # pause between wake-ups while more than WINDOW are watched (big maps)
 
 
 class Monitor:
