@@ -374,3 +374,32 @@ def test_settings_snapshot_travels(api: Settings) -> None:
 
     with temporary_settings(logging_level="DEBUG"):
         assert snap() == "DEBUG"
+
+
+@task
+def linger(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_out_of_order_is_seen_beyond_the_watch_window(
+    api: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with many runs watched, ray.wait looks at the oldest WINDOW and a rotating
+    # slice of the rest: a quick run behind slow ones must not wait for them
+    from task_runners.ray import monitor
+
+    monkeypatch.setattr(monitor, "WINDOW", 2)
+
+    @flow(task_runner=RayTaskRunner())
+    def out_of_order() -> tuple[Any, float]:
+        with remote_options(num_cpus=0):
+            slow = [linger.submit(3.0) for _ in range(6)]
+            quick = linger.submit(0.0)
+        seen = quick.wait(timeout=2.0)
+        return seen, sum(f.result() for f in slow)
+
+    seen, total = out_of_order()
+    assert seen is not None and seen.is_completed()
+    assert total == 18.0
