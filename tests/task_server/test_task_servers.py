@@ -106,6 +106,33 @@ def test_in_process_server_runs_them_and_results_come_back(api: Settings) -> Non
     assert sorted(int(line.split()[0]) for line in _ledger()) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_in_process_server_runs_them_on_ray(api: Settings) -> None:
+    sys.path.insert(0, str(HERE.parent / "task_runners"))
+    from ray_fixtures import ensure_local_ray
+
+    from task_runners import RayTaskRunner
+
+    ensure_local_ray()
+    # the workers need the served module and the ledger's path
+    env_vars = {"PYTHONPATH": str(HERE), "PREFRAY_TEST_LEDGER": os.environ["PREFRAY_TEST_LEDGER"]}
+    runtime_env = {"env_vars": env_vars}
+    futures = queued_tasks.record.map(range(4))
+    runner = RayTaskRunner(remote_options={"runtime_env": runtime_env})
+    server = TaskServer(queued_tasks.record, task_runner=runner, poll_interval=0.05)
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        assert [f.result(timeout=120) for f in futures] == [0, 10, 20, 30]
+    finally:
+        server.stop()
+        thread.join(timeout=60)
+    pids = {int(line.split()[1]) for line in _ledger()}
+    assert sorted(int(line.split()[0]) for line in _ledger()) == [0, 1, 2, 3]
+    assert os.getpid() not in pids  # executed by Ray workers, not this process
+
+
 def test_bad_serve_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="at least one task"):
         TaskServer()
