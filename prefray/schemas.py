@@ -171,6 +171,23 @@ class TaskRun(BaseModel):
     created: dt.datetime | None = None
     updated: dt.datetime | None = None
 
+    def to_create(self, state: State | None = None) -> TaskRunCreate:
+        """The creation request that makes this run (with `state` as its initial
+        state); replaying it is harmless, since creation is an upsert."""
+        return TaskRunCreate.model_construct(
+            id=self.id,
+            name=self.name,
+            flow_run_id=self.flow_run_id,
+            task_key=self.task_key,
+            dynamic_key=self.dynamic_key,
+            cache_key=None,
+            cache_expiration=None,
+            tags=list(self.tags),
+            task_inputs=self.task_inputs,
+            empirical_policy=self.empirical_policy,
+            state=state,
+        )
+
 
 class SetStateStatus(str, enum.Enum):
     ACCEPT = "ACCEPT"  # the proposed state is now the run's state

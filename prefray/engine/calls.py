@@ -180,24 +180,8 @@ def _create_in_bulk(calls: list[TaskRunCall], task: Task) -> None:
     """Queue the creations together: the reporter sends them in bulk requests
     (one per batch), off the critical path, before any state of these runs."""
     if calls:
-        creates = [_create_from_run(call.task_run) for call in calls]
+        creates = [call.task_run.to_create(call.task_run.state) for call in calls]
         _reporter().create_task_runs(creates, defer=True)
-
-
-def _create_from_run(run: TaskRun) -> TaskRunCreate:
-    return TaskRunCreate.model_construct(
-        id=run.id,
-        name=run.name,
-        flow_run_id=run.flow_run_id,
-        task_key=run.task_key,
-        dynamic_key=run.dynamic_key,
-        cache_key=None,
-        cache_expiration=None,
-        tags=run.tags,
-        task_inputs=run.task_inputs,
-        empirical_policy=run.empirical_policy,
-        state=run.state,
-    )
 
 
 # handing calls over ------------------------------------------------------------

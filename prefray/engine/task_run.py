@@ -256,7 +256,7 @@ class _TaskRunEngine:
                         raise
                     # its creation may still wait in the driver's batch (a worker asking
                     # first): create it here (an upsert, so the batch's replay is harmless)
-                    client.create_task_run(_creation_of(self.task_run))
+                    client.create_task_run(self.task_run.to_create())
                     created = True
                     continue
                 if result.status != SetStateStatus.WAIT:
@@ -333,24 +333,6 @@ def _rebind(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 
 def _log_prints(call: TaskRunCall) -> bool:
     return call.task.log_prints if call.task.log_prints is not None else call.log_prints
-
-
-def _creation_of(task_run: Any) -> Any:
-    from prefray.schemas import TaskRunCreate
-
-    return TaskRunCreate.model_construct(
-        id=task_run.id,
-        name=task_run.name,
-        flow_run_id=task_run.flow_run_id,
-        task_key=task_run.task_key,
-        dynamic_key=task_run.dynamic_key,
-        cache_key=None,
-        cache_expiration=None,
-        tags=task_run.tags,
-        task_inputs=task_run.task_inputs,
-        empirical_policy=task_run.empirical_policy,
-        state=None,
-    )
 
 
 def _process_reporter() -> Any:

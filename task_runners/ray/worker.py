@@ -72,7 +72,9 @@ class SelfCreatingReporter(CollectingReporter):
 
     def flush(self, timeout: float | None = None) -> bool:
         if self._task_run is not None and self.pending():
-            self._items.insert(0, _creation_of(self._task_run))
+            from prefray.states import Pending
+
+            self._items.insert(0, self._task_run.to_create(Pending()))
             self._task_run = None
         return super().flush(timeout)
 
@@ -81,25 +83,6 @@ class SelfCreatingReporter(CollectingReporter):
         with self._lock:
             items, self._items = self._items, []
         return items
-
-
-def _creation_of(task_run: Any) -> Any:
-    from prefray.schemas import TaskRunCreate
-    from prefray.states import Pending
-
-    return TaskRunCreate.model_construct(
-        id=task_run.id,
-        name=task_run.name,
-        flow_run_id=task_run.flow_run_id,
-        task_key=task_run.task_key,
-        dynamic_key=task_run.dynamic_key,
-        cache_key=None,
-        cache_expiration=None,
-        tags=list(task_run.tags),
-        task_inputs=task_run.task_inputs,
-        empirical_policy=task_run.empirical_policy,
-        state=Pending(),
-    )
 
 
 def _load_shared(key: str, shared: bytes) -> Shared:
