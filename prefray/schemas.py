@@ -148,6 +148,28 @@ class TaskRunCreate(_Strict):
     # if each were reported on its own
     states: list[State] | None = Field(default=None, max_length=100)
 
+    def to_run(self) -> TaskRun:
+        """The run this creation makes, as the server will store it (built
+        locally: the engine need not wait for the server's answer)."""
+        state = self.state
+        return TaskRun.model_construct(
+            id=self.id,
+            name=self.name,
+            flow_run_id=self.flow_run_id,
+            task_key=self.task_key,
+            dynamic_key=self.dynamic_key,
+            cache_key=None,
+            cache_expiration=None,
+            tags=self.tags,
+            task_inputs=self.task_inputs,
+            empirical_policy=self.empirical_policy,
+            state=state,
+            state_type=state.type if state else None,
+            state_name=state.name if state else None,
+            run_count=0,
+            total_run_time=0.0,
+        )
+
 
 class TaskRun(BaseModel):
     id: uuid.UUID

@@ -22,7 +22,7 @@ from prefray.engine.mapping import expand_map_parameters
 from prefray.engine.task_run import run_task
 from prefray.engine.upstream import upstream_ids
 from prefray.futures import DoneFuture, PrefrayFuture
-from prefray.schemas import TaskRun, TaskRunCreate, TaskRunInput
+from prefray.schemas import TaskRunCreate, TaskRunInput
 from prefray.settings import get_current_settings
 from prefray.states import State
 from prefray.utilities.callables import get_call_parameters
@@ -109,7 +109,7 @@ def _prepare(
     create = _task_run_create(task, parameters, wait_for, flow_run.id, book.dynamic_key(index))
     call = TaskRunCall(
         task=task,
-        task_run=_task_run(create),
+        task_run=create.to_run(),
         parameters=parameters,
         settings=flow_ctx.settings,
         wait_for=_as_list(wait_for),
@@ -149,26 +149,6 @@ def _task_run_create(
     )
 
 
-def _task_run(create: TaskRunCreate) -> TaskRun:
-    return TaskRun.model_construct(
-        id=create.id,
-        name=create.name,
-        flow_run_id=create.flow_run_id,
-        task_key=create.task_key,
-        dynamic_key=create.dynamic_key,
-        cache_key=None,
-        cache_expiration=None,
-        tags=create.tags,
-        task_inputs=create.task_inputs,
-        empirical_policy=create.empirical_policy,
-        state=create.state,
-        state_type=create.state.type if create.state else None,
-        state_name=create.state.name if create.state else None,
-        run_count=0,
-        total_run_time=0.0,
-    )
-
-
 def _tags(task: Task) -> list[str]:
     ctx = TagsContext.get()
     if ctx is None or not ctx.current_tags:
@@ -199,7 +179,7 @@ def _run_autonomous(task: Task, args: tuple, kwargs: dict, wait_for: Any, return
     reporter.create_task_run(create)
     call = TaskRunCall(
         task=task,
-        task_run=_task_run(create),
+        task_run=create.to_run(),
         parameters=parameters,
         settings=settings,
         wait_for=_as_list(wait_for),
