@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from prefray.utilities.ids import uuid4
+
 __all__ = [
     "AwaitingRetry",
     "Cached",
@@ -40,9 +42,13 @@ __all__ = [
 ]
 
 
+_UTC = dt.timezone.utc
+_datetime_now = dt.datetime.now
+
+
 def now() -> dt.datetime:
     """The current time, timezone-aware in UTC (every timestamp prefray writes)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return _datetime_now(_UTC)
 
 
 class StateType(str, enum.Enum):
@@ -106,7 +112,7 @@ class State(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=uuid4)
     type: StateType
     name: str | None = None
     message: str | None = None
@@ -208,8 +214,59 @@ def _default_name(state_type: StateType) -> str:
     return _DEFAULT_NAMES[state_type]
 
 
+_object_setattr = object.__setattr__
+_DETAILS_DEFAULTS = {
+    name: field.default for name, field in StateDetails.model_fields.items()
+}  # all immutable (None / False): a copy of this dict is a valid default StateDetails
+_QUICK_KEYS = frozenset({"name", "message"})
+
+
+def _quick_details() -> StateDetails:
+    """`StateDetails()` without validation (the engine makes one per state)."""
+    details = StateDetails.__new__(StateDetails)
+    _object_setattr(details, "__dict__", dict(_DETAILS_DEFAULTS))
+    _object_setattr(details, "__pydantic_fields_set__", set())
+    _object_setattr(details, "__pydantic_extra__", None)
+    _object_setattr(details, "__pydantic_private__", None)
+    return details
+
+
+def _quick_state(state_type: StateType, name: str, message: str | None, fields: set[str]) -> State:
+    """A `State` built as validation would build it from these (already valid)
+    values: the same fields, fields-set and private attributes."""
+    state = State.__new__(State)
+    _object_setattr(
+        state,
+        "__dict__",
+        {
+            "id": uuid4(),
+            "type": state_type,
+            "name": name,
+            "message": message,
+            "timestamp": now(),
+            "state_details": _quick_details(),
+            "data": None,
+        },
+    )
+    _object_setattr(state, "__pydantic_fields_set__", fields)
+    _object_setattr(state, "__pydantic_extra__", None)
+    _object_setattr(
+        state, "__pydantic_private__", {"_value": None, "_has_value": False, "_exception": None}
+    )
+    return state
+
+
 def _make(state_type: StateType, default_name: str | None = None):
     def constructor(**kwargs: Any) -> State:
+        if kwargs.keys() <= _QUICK_KEYS:
+            # the engine's common case (no details, str name/message): no validation
+            name = kwargs.get("name", default_name)
+            message = kwargs.get("message")
+            if (name is None or type(name) is str) and (message is None or type(message) is str):
+                fields = {"type", "state_details", "name"}
+                if "message" in kwargs:
+                    fields.add("message")
+                return _quick_state(state_type, name or _DEFAULT_NAMES[state_type], message, fields)
         kwargs.setdefault("name", default_name)
         details = kwargs.pop("state_details", None) or StateDetails()
         if isinstance(details, dict):

@@ -15,20 +15,19 @@ server is asked (blocking) only for a cache lookup or a retry.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import inspect
 import logging
 import time
 from typing import Any
 
 from prefray.context import TaskRunContext
 from prefray.engine.call import TaskRunCall
+from prefray.engine.concurrency import needs_slot
 from prefray.engine.final_state import crashed_state, failed_state
 from prefray.engine.upstream import UpstreamNotReady, resolve_inputs
 from prefray.exceptions import ObjectNotFound, TaskRunTimeout
 from prefray.schemas import OrchestrationResult, SetStateStatus
-from prefray.settings import use_settings
+from prefray.settings import get_current_settings, use_settings
 from prefray.states import Cancelled, Completed, Failed, Pending, Retrying, Running, State, now
 from prefray.utilities.asyncutils import run_coroutine_sync
 from prefray.utilities.timeouts import call_with_timeout
@@ -45,15 +44,21 @@ def run_task(call: TaskRunCall, raise_crash: bool = True) -> State:
     reported as Crashed and re-raised; runners whose calls run on worker threads
     pass `raise_crash=False` to get the Crashed state back instead.
     """
+    if get_current_settings() is call.settings:  # the driver: already in force
+        return _run(call, raise_crash)
     with use_settings(call.settings):
-        engine = _TaskRunEngine(call)
-        try:
-            return engine.run()
-        except BaseException as exc:
-            state = engine.handle_crash(exc)
-            if raise_crash:
-                raise
-            return state
+        return _run(call, raise_crash)
+
+
+def _run(call: TaskRunCall, raise_crash: bool) -> State:
+    engine = _TaskRunEngine(call)
+    try:
+        return engine.run()
+    except BaseException as exc:
+        state = engine.handle_crash(exc)
+        if raise_crash:
+            raise
+        return state
 
 
 class _TaskRunEngine:
@@ -138,9 +143,8 @@ class _TaskRunEngine:
         return state
 
     def _needs_slot(self) -> bool:
-        from prefray.engine.concurrency import needs_slot
-
-        return needs_slot(self.task_run.tags, self.call.settings, self.call.limited_tags)
+        tags = self.task_run.tags
+        return bool(tags) and needs_slot(tags, self.call.settings, self.call.limited_tags)
 
     def _with_cached_value(self, state: State) -> State:
         if state.data is not None:
@@ -158,25 +162,26 @@ class _TaskRunEngine:
         return self.handle_success(value)
 
     def call_function(self) -> Any:
+        with self.context:
+            if not (self.context.log_prints or self.call.log_prints):
+                return self._call_with_timeout()
+            from prefray.logging import patch_print
+
+            with patch_print(enabled=self.context.log_prints):  # its logger needs the context
+                return self._call_with_timeout()
+
+    def _call_with_timeout(self) -> Any:
         timeout = self.task.timeout_seconds
-        with self.context, self._print_redirect():
-            if timeout is None:
-                return self._invoke()
-            # async functions are also cancelled by asyncio; the helper thread makes
-            # the wait end on time even if the coroutine blocks its loop
-            error = TaskRunTimeout(f"Task run exceeded timeout of {timeout} seconds")
-            return call_with_timeout(lambda: self._invoke(timeout), timeout, error)
-
-    def _print_redirect(self) -> Any:
-        if not (self.context.log_prints or self.call.log_prints):
-            return contextlib.nullcontext()
-        from prefray.logging import patch_print
-
-        return patch_print(enabled=self.context.log_prints)
+        if timeout is None:
+            return self._invoke()
+        # async functions are also cancelled by asyncio; the helper thread makes
+        # the wait end on time even if the coroutine blocks its loop
+        error = TaskRunTimeout(f"Task run exceeded timeout of {timeout} seconds")
+        return call_with_timeout(lambda: self._invoke(timeout), timeout, error)
 
     def _invoke(self, timeout: float | None = None) -> Any:
         fn, args, kwargs = self.task.fn, self.args, self.kwargs
-        if not inspect.iscoroutinefunction(fn):
+        if not self.task.isasync:
             return fn(*args, **kwargs)
         if timeout is None:
             return run_coroutine_sync(lambda: fn(*args, **kwargs))
@@ -335,10 +340,16 @@ def _log_prints(call: TaskRunCall) -> bool:
     return call.task.log_prints if call.task.log_prints is not None else call.log_prints
 
 
-def _process_reporter() -> Any:
-    from prefray.engine.reporting import get_state_reporter
+_get_state_reporter: Any = None
 
-    return get_state_reporter()
+
+def _process_reporter() -> Any:
+    global _get_state_reporter
+    if _get_state_reporter is None:  # imported on first use: reporting imports the client
+        from prefray.engine.reporting import get_state_reporter
+
+        _get_state_reporter = get_state_reporter
+    return _get_state_reporter()
 
 
 def _run_hooks(task: Any, task_run: Any, state: State) -> None:
