@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union, overload
 
 from prefray.client import _limit_routes, _routes
 from prefray.client._deployments import DeploymentOperations
@@ -112,9 +112,23 @@ class Operations(DeploymentOperations):
         """Create (or, on replay, return) one task run."""
         return self._execute(_routes.create_task_run(task_run))
 
-    def create_task_runs(self, task_runs: Sequence[TaskRunCreate]) -> Reply[list[TaskRun]]:
-        """Create many task runs in one request per 10,000; answers in request order."""
-        return self._execute(_routes.create_task_runs(task_runs))
+    @overload
+    def create_task_runs(
+        self, task_runs: Sequence[TaskRunCreate], *, answer: Literal["full"] = "full"
+    ) -> Reply[list[TaskRun]]: ...
+
+    @overload
+    def create_task_runs(
+        self, task_runs: Sequence[TaskRunCreate], *, answer: Literal["minimal"]
+    ) -> Reply[list[TaskRun | None]]: ...
+
+    def create_task_runs(
+        self, task_runs: Sequence[TaskRunCreate], *, answer: Literal["full", "minimal"] = "full"
+    ) -> Reply[list[TaskRun]] | Reply[list[TaskRun | None]]:
+        """Create many task runs in one request per 10,000; answers in request order.
+        With `answer="minimal"`, a run created exactly as sent (new, every carried
+        state written with it) is answered None: cheaper for both sides."""
+        return self._execute(_routes.create_task_runs(task_runs, answer))
 
     def read_task_run(self, id: IdLike) -> Reply[TaskRun]:
         """The task run; `ObjectNotFound` if there is none with that id."""

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import TypeAdapter
 
@@ -76,6 +76,7 @@ _FLOW_RUN = _adapter(FlowRun)
 _FLOW_RUNS = _adapter(list[FlowRun])
 _TASK_RUN = _adapter(TaskRun)
 _TASK_RUNS = _adapter(list[TaskRun])
+_TASK_RUNS_OR_NONE = _adapter(list[TaskRun | None])
 _RESULT = _adapter(OrchestrationResult)
 _RESULTS = _adapter(list[OrchestrationResult])
 _STATES = _adapter(list[State])
@@ -187,9 +188,18 @@ def create_task_run(task_run: TaskRunCreate) -> Call[TaskRun]:
     return Call("POST", "/api/task_runs/", _parse(_TASK_RUN), body)
 
 
-def create_task_runs(task_runs: Sequence[TaskRunCreate]) -> Batch[list[TaskRun]]:
+def create_task_runs(
+    task_runs: Sequence[TaskRunCreate], answer: Literal["full", "minimal"] = "full"
+) -> Batch[list[Any]]:
+    """`answer="minimal"`: None for each run created exactly as sent (see the route)."""
     items = _coerce(TaskRunCreate, task_runs)
-    return Batch(_chunked("/api/task_runs/bulk", _TASK_RUN_CREATES, _parse(_TASK_RUNS), items))
+    if answer == "minimal":
+        path, parse = "/api/task_runs/bulk?answer=minimal", _TASK_RUNS_OR_NONE
+    elif answer == "full":
+        path, parse = "/api/task_runs/bulk", _TASK_RUNS
+    else:
+        raise InvalidRequest(f"answer must be 'full' or 'minimal', not {answer!r}")
+    return Batch(_chunked(path, _TASK_RUN_CREATES, _parse(parse), items))
 
 
 def read_task_run(id: IdLike) -> Call[TaskRun]:

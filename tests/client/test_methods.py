@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from prefray.client import _routes
+from prefray.exceptions import InvalidRequest
 from prefray.schemas import (
     FlowRun,
     LogCreate,
@@ -102,6 +103,18 @@ def test_task_runs_one_and_bulk(call: Call) -> None:
     listed = call("read_task_runs", flow_run_id=flow_run.id, limit=1000)
     assert len(listed) == 301
     assert len(call("read_task_runs", flow_run.id, task_key="mapped", limit=1000)) == 300
+
+
+def test_create_task_runs_minimal_answer(call: Call) -> None:
+    flow_run = call("create_flow_run", "etl")
+    creates = [_task_run(flow_run.id, str(i), name="min") for i in range(3)]
+    creates[1] = creates[1].model_copy(update={"states": [Running(), Completed()]})
+    assert call("create_task_runs", creates, answer="minimal") == [None] * 3  # created as sent
+    replayed = call("create_task_runs", creates, answer="minimal")  # existed: stored runs
+    assert [t.id for t in replayed] == [c.id for c in creates]
+    assert replayed[1].state is not None and replayed[1].state.type is StateType.COMPLETED
+    with pytest.raises(InvalidRequest, match="answer"):
+        call("create_task_runs", creates, answer="some")
 
 
 def test_create_task_runs_accepts_dicts_and_empty_lists(call: Call) -> None:

@@ -202,3 +202,45 @@ def test_written_in_one_go_only_when_no_rule_can_intervene(
     now = dt.datetime.now(dt.timezone.utc)
     chain = _coalesced(uuid.uuid4(), create, _first(), _EMPTY_UPDATES, now, frozenset({"limited"}))
     assert (chain is not None) is written
+
+
+async def test_minimal_answer_is_null_only_for_runs_created_as_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    """`?answer=minimal`: null for a new run with every carried state written with it,
+    the stored run otherwise (a replay, a rule that intervened); the same rows stored."""
+    fr = await _flow_run(client)
+
+    def item(key: str, **fields: Any) -> dict[str, Any]:
+        return {"name": key, "flow_run_id": fr, "task_key": "k", "dynamic_key": key,
+                "id": str(uuid.uuid4()), **fields}  # fmt: skip
+
+    done = [_state("RUNNING", 1), _state("COMPLETED", 2)]
+    plain, carried = item("plain"), item("carried", states=done)
+    retried = item("retried", states=[_state("RUNNING", 1), _state("FAILED", 2)],
+                   empirical_policy={"retries": 1, "retry_delay": 0})  # fmt: skip
+    body = [plain, carried, retried]
+    r = await client.post("/api/task_runs/bulk?answer=minimal", json=body)
+    assert r.status_code == 201, r.text
+    none_plain, none_carried, stored_retried = r.json()
+    assert none_plain is None and none_carried is None
+    assert stored_retried["id"] == retried["id"]
+    assert stored_retried["state"]["name"] == "AwaitingRetry"
+    assert _names(await _stored(client, carried["id"])) == ["Pending", "Running", "Completed"]
+    # a replay (a retried request whose answer was lost) answers the stored runs
+    again = await client.post("/api/task_runs/bulk?answer=minimal", json=body)
+    assert again.status_code == 201, again.text
+    full = await client.post("/api/task_runs/bulk", json=body)
+    assert again.json() == full.json()
+    assert [run["state_type"] for run in full.json()] == ["PENDING", "COMPLETED", "SCHEDULED"]
+    assert _names(await _stored(client, carried["id"])) == ["Pending", "Running", "Completed"]
+
+
+@pytest.mark.parametrize("value", ["", "Minimal", "none", "full,minimal"])
+async def test_a_bad_answer_parameter_is_refused(client: httpx.AsyncClient, value: str) -> None:
+    fr = await _flow_run(client)
+    item = {"name": "r", "flow_run_id": fr, "task_key": "k", "dynamic_key": "0"}
+    r = await client.post(f"/api/task_runs/bulk?answer={value}", json=[item])
+    assert r.status_code == 422, r.text
+    assert "answer" in r.json()["detail"]
+    assert (await client.post("/api/task_runs/filter", json={"flow_run_id": fr})).json() == []

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic_core
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter
 
@@ -97,17 +97,28 @@ async def create_task_run(request: Request, db: DB) -> Response:
     return _json(run, 201 if created else 200)
 
 
+# `?answer=minimal`: what a client that knows what it sent needs back
+Answer = Annotated[
+    Literal["full", "minimal"],
+    Query(
+        description="`full`: every run as stored. `minimal`: null for a run created "
+        "exactly as sent (new, every carried state written with it), else the run as stored."
+    ),
+]
+
+
 @router.post(
     "/bulk",
-    response_model=list[TaskRun],
+    response_model=list[TaskRun | None],
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_body(TaskRunCreate, many=True),
 )
-async def create_task_runs(request: Request, db: DB) -> Response:
+async def create_task_runs(request: Request, db: DB, answer: Answer = "full") -> Response:
     """Create many task runs in one transaction; answers in request order."""
     body = _parse_creates(TASK_RUN_CREATES, await request.body())
+    minimal = answer == "minimal"
     async with db.write() as conn:
-        created = await store.create_task_runs_json(conn, db.dialect, body)
+        created = await store.create_task_runs_json(conn, db.dialect, body, minimal=minimal)
     return _json([run for run, _ in created], 201)
 
 

@@ -64,10 +64,13 @@ async def create_task_runs(
 
 
 async def create_task_runs_json(
-    conn: AsyncConnection, dialect: str, items: Sequence[Any]
-) -> list[tuple[dict[str, Any], bool]]:
+    conn: AsyncConnection, dialect: str, items: Sequence[Any], *, minimal: bool = False
+) -> list[tuple[dict[str, Any] | None, bool]]:
     """`create_task_runs` answering each `TaskRun` as a dict that serializes to its JSON
-    (`pydantic_core.to_json`). `items` are `TaskRunCreate`s or their wire twins."""
+    (`pydantic_core.to_json`). `items` are `TaskRunCreate`s or their wire twins.
+
+    With `minimal`, a run created exactly as sent (new, and its carried states, if
+    any, all written with it) is answered None instead: the client knows it already."""
     await _check_flow_runs_exist(conn, items)
     codec = codec_for(dialect)
     when = now()
@@ -93,7 +96,13 @@ async def create_task_runs_json(
         (p.run, True) if new else (existing[_identity(p.run)].model_dump(mode="json"), False)
         for p, new in zip(prepared, new_flags, strict=True)
     ]
-    return await _apply_later(conn, codec, prepared, new_flags, answers)
+    answers = await _apply_later(conn, codec, prepared, new_flags, answers)
+    if not minimal:
+        return answers  # type: ignore[return-value]
+    return [
+        (None, True) if new and (p.coalesced or not p.states) else (run, new)
+        for p, new, (run, _) in zip(prepared, new_flags, answers, strict=True)
+    ]
 
 
 async def _apply_later(
