@@ -27,12 +27,14 @@ def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[1]))
     settings = Settings.model_validate(json.loads(sys.stdin.buffer.readline()))
     from prefray.server.app import create_app
+    from prefray.server.serve import tune_gc
 
     config = uvicorn.Config(
         create_app(settings), log_level="warning", access_log=False, timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
     threading.Thread(target=_exit_when_parent_goes, args=(server,), daemon=True).start()
+    tune_gc()  # this process only serves the API
     server.run(sockets=[sock])
 
 
