@@ -27,6 +27,11 @@ R = TypeVar("R", bound="BaseTaskRunner")
 
 
 class BaseTaskRunner(abc.ABC):
+    # True where submitted calls run in this process (threads), reporting to its
+    # state reporter as they start: the engine may then hold a submitted run's
+    # creation until its first report, so the two travel together
+    reports_here: bool = False
+
     def __init__(self) -> None:
         self._started = False
 

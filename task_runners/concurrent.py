@@ -28,6 +28,8 @@ __all__ = ["ConcurrentTaskRunner"]
 class ConcurrentTaskRunner(BaseTaskRunner):
     """Runs task runs concurrently on a bounded thread pool."""
 
+    reports_here = True
+
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__()
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):

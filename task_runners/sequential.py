@@ -14,6 +14,8 @@ __all__ = ["SequentialTaskRunner"]
 class SequentialTaskRunner(BaseTaskRunner):
     """Runs task runs one at a time, where the flow runs."""
 
+    reports_here = True
+
     def submit(self, call: TaskRunCall) -> PrefrayFuture:
         self._check_started()
         state = run_task(call)  # a crash here propagates to the flow, as it would inline

@@ -11,7 +11,6 @@ calling another task runs its function directly.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,8 @@ from prefray.schemas import TaskRunCreate, TaskRunInput
 from prefray.settings import get_current_settings
 from prefray.states import State
 from prefray.utilities.callables import get_call_parameters
+from prefray.utilities.ids import uuid4
+from prefray.utilities.models import construct
 
 if TYPE_CHECKING:
     from prefray.tasks import Task
@@ -42,7 +43,7 @@ def call_task(task: Task, args: tuple, kwargs: dict, wait_for: Any, return_state
         return _run_autonomous(task, args, kwargs, wait_for, return_state)
     parameters = get_call_parameters(task.fn, args, kwargs)
     book = _book(flow_ctx)
-    call, prior = _prepare(task, parameters, wait_for, flow_ctx, book)
+    call, prior, _ = _prepare(task, parameters, wait_for, flow_ctx, book)
     state = prior or run_task(call)
     book.record(
         DoneFuture(call.task_run.id, state, call.task_run.name), task.task_key, _index(call)
@@ -60,7 +61,9 @@ def submit_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> Prefray
     flow_ctx = _require_flow("submit", task)
     parameters = get_call_parameters(task.fn, args, kwargs)
     book = _book(flow_ctx)
-    call, prior = _prepare(task, parameters, wait_for, flow_ctx, book)
+    call, prior, create = _prepare(task, parameters, wait_for, flow_ctx, book, queue_create=False)
+    if prior is None:
+        _queue_create(create, flow_ctx.task_runner)
     future = _submit_or_done(flow_ctx, call, prior)
     book.record(future, task.task_key, _index(call))
     return future
@@ -82,9 +85,9 @@ def map_task(task: Task, args: tuple, kwargs: dict, wait_for: Any) -> list[Prefr
         _prepare(task, p, wait_for, flow_ctx, book, index=i, queue_create=False)
         for p, i in zip(per_run, indices, strict=True)
     ]
-    _create_in_bulk([call for call, prior in prepared if prior is None], task)
+    _create_in_bulk([create for call, prior, create in prepared if prior is None])
     futures = []
-    for (call, prior), index in zip(prepared, indices, strict=True):
+    for (call, prior, _), index in zip(prepared, indices, strict=True):
         future = _submit_or_done(flow_ctx, call, prior)
         book.record(future, task.task_key, index)
         futures.append(future)
@@ -100,8 +103,9 @@ def _prepare(
     book: RunBook,
     index: int | None = None,
     queue_create: bool = True,
-) -> tuple[TaskRunCall, State | None]:
-    """The call for one task run, and the state an earlier attempt already reached."""
+) -> tuple[TaskRunCall, State | None, TaskRunCreate]:
+    """The call for one task run, the state an earlier attempt already reached,
+    and the run's creation (queued here with `queue_create` unless it has a prior)."""
     if index is None:
         index = book.next_index(task.task_key)
     flow_run = flow_ctx.flow_run
@@ -122,7 +126,7 @@ def _prepare(
     prior = book.prior(task.task_key, index)
     if prior is None and queue_create:
         _reporter().create_task_run(create)
-    return call, prior
+    return call, prior, create
 
 
 def _task_run_create(
@@ -134,8 +138,9 @@ def _task_run_create(
     waits = upstream_ids({"wait_for": wait_for}) if wait_for else {}
     for name, ids in waits.items():
         inputs[name] = [TaskRunInput(id=i) for i in ids]
-    return TaskRunCreate.model_construct(
-        id=uuid.uuid4(),
+    return construct(
+        TaskRunCreate,
+        id=uuid4(),
         name=task.run_name(parameters, dynamic_key),
         flow_run_id=flow_run_id,
         task_key=task.task_key,
@@ -156,12 +161,23 @@ def _tags(task: Task) -> list[str]:
     return sorted(set(task.tags) | ctx.current_tags)
 
 
-def _create_in_bulk(calls: list[TaskRunCall], task: Task) -> None:
+def _create_in_bulk(creates: list[TaskRunCreate]) -> None:
     """Queue the creations together: the reporter sends them in bulk requests
     (one per batch), off the critical path, before any state of these runs."""
-    if calls:
-        creates = [call.task_run.to_create(call.task_run.state) for call in calls]
+    if creates:
         _reporter().create_task_runs(creates, defer=True)
+
+
+def _queue_create(create: TaskRunCreate, runner: Any) -> None:
+    """A submitted run's creation. Where the runner reports the run's first state
+    from this process as soon as it starts, and the run has no upstream to wait
+    for, it is held until that report, so both reach the API as one item even
+    when the run starts on another thread (a pool thread). Otherwise it is sent
+    now, so the API shows the run (Pending, with its inputs) while it waits."""
+    if create.task_inputs or not getattr(runner, "reports_here", False):
+        _reporter().create_task_run(create)
+    else:
+        _reporter().create_task_runs([create], defer=True)
 
 
 # handing calls over ------------------------------------------------------------
@@ -174,7 +190,7 @@ def _submit_or_done(flow_ctx: FlowRunContext, call: TaskRunCall, prior: State | 
 def _run_autonomous(task: Task, args: tuple, kwargs: dict, wait_for: Any, return_state: bool):
     parameters = get_call_parameters(task.fn, args, kwargs)
     settings = _settings_with_api()
-    create = _task_run_create(task, parameters, wait_for, None, uuid.uuid4().hex)
+    create = _task_run_create(task, parameters, wait_for, None, uuid4().hex)
     reporter = _reporter()
     reporter.create_task_run(create)
     call = TaskRunCall(

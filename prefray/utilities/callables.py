@@ -39,6 +39,14 @@ def get_call_parameters(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """Bind a call to `fn`'s signature: a dict of parameter name -> value, defaults applied."""
+    plain = _plain_parameters(fn)
+    if plain is not None:
+        names, defaults = plain
+        if len(args) == len(names) and not kwargs:  # the common call: every argument by position
+            return dict(zip(names, args, strict=True))
+        bound = _bind_plain(names, defaults, args, kwargs)
+        if bound is not None:
+            return bound
     try:
         bound = _signature(fn).bind(*args, **kwargs)
     except TypeError as exc:
@@ -53,6 +61,9 @@ def parameters_to_args_kwargs(
     fn: Callable[..., Any], parameters: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The inverse of `get_call_parameters`, honouring positional-only and *args/**kwargs."""
+    plain = _plain_parameters(fn)
+    if plain is not None:  # each parameter is positional-or-keyword: all go by name
+        return (), {name: parameters[name] for name in plain[0] if name in parameters}
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     for name, param in _signature(fn).parameters.items():
@@ -73,6 +84,41 @@ def parameters_to_args_kwargs(
 @functools.lru_cache(maxsize=1024)
 def _signature(fn: Callable[..., Any]) -> inspect.Signature:
     return inspect.signature(fn)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_parameters(fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """(names, defaults) when every parameter of `fn` is positional-or-keyword
+    (no *args, **kwargs, positional-only or keyword-only): then binding a call
+    needs no `Signature.bind`."""
+    params = _signature(fn).parameters.values()
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+        return None
+    names = tuple(p.name for p in params)
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return names, defaults
+
+
+def _bind_plain(
+    names: tuple[str, ...], defaults: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What `Signature.bind` + `apply_defaults` give for such a function; None
+    where the call does not fit (then `bind` reports the error)."""
+    if len(args) > len(names):
+        return None
+    bound = dict(zip(names, args, strict=False))
+    used = 0
+    for name in names[len(args) :]:
+        if name in kwargs:
+            bound[name] = kwargs[name]
+            used += 1
+        elif name in defaults:
+            bound[name] = defaults[name]
+        else:
+            return None  # a missing argument
+    if used != len(kwargs):
+        return None  # an unknown keyword, or one given twice
+    return bound
 
 
 def validate_parameters(fn: Callable[..., Any], parameters: dict[str, Any]) -> dict[str, Any]:
