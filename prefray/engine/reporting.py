@@ -34,6 +34,7 @@ from prefray.schemas import (
 )
 from prefray.settings import Settings, get_current_settings
 from prefray.states import State, StateType
+from prefray.utilities.ids import uuid4
 
 __all__ = ["CollectingReporter", "ReportItem", "StateReporter", "get_state_reporter"]
 
@@ -88,14 +89,19 @@ class _Answers:
             return self._latest.get(task_run_id)
 
 
+def _with_transition_id(state: State) -> State:
+    details = state.state_details
+    if details.transition_id is None:
+        # set once per queued item, so a retried batch is recognised as a replay
+        details.transition_id = uuid4()
+    return state
+
+
 def _as_report(item: StateReport | tuple) -> StateReport:
     if isinstance(item, tuple):
         task_run_id, state, force = item
-        item = StateReport(task_run_id=task_run_id, state=state, force=force)
-    details = item.state.state_details
-    if details.transition_id is None:
-        # set once per queued item, so a retried batch is recognised as a replay
-        details.transition_id = uuid.uuid4()
+        return StateReport(task_run_id=task_run_id, state=_with_transition_id(state), force=force)
+    _with_transition_id(item.state)
     return item
 
 
@@ -121,9 +127,8 @@ def _may_carry(create: TaskRunCreate) -> bool:
     )
 
 
-def _may_ride(report: StateReport) -> bool:
-    state = report.state
-    return not report.force and state.type in _CARRIED_TYPES and not state.state_details.cache_key
+def _may_ride(state: State, force: bool) -> bool:
+    return not force and state.type in _CARRIED_TYPES and not state.state_details.cache_key
 
 
 def _coalesce(items: list[_Queued]) -> tuple[list[TaskRunCreate], list[StateReport], list[int]]:
@@ -136,22 +141,26 @@ def _coalesce(items: list[_Queued]) -> tuple[list[TaskRunCreate], list[StateRepo
     rides: list[tuple[int, list[State]]] = []
     sent_alone: set[uuid.UUID] = set()  # runs with a report sent on its own: order
     for item in items:
-        if isinstance(item, TaskRunCreate):
+        if isinstance(item, tuple):
+            task_run_id, state, force = item
+        elif isinstance(item, TaskRunCreate):
             if _may_carry(item) and item.id not in sent_alone:
                 riding[item.id] = (len(creates), [])  # type: ignore[index]
                 rides.append(riding[item.id])  # type: ignore[index]
             creates.append(item)
             continue
-        report = _as_report(item)
-        ride = riding.get(report.task_run_id)
-        if ride is not None and _may_ride(report):
-            ride[1].append(report.state)
-            if report.state.type != StateType.RUNNING:
-                del riding[report.task_run_id]  # a state after a terminal one needs its answer
         else:
-            riding.pop(report.task_run_id, None)
-            sent_alone.add(report.task_run_id)
-            reports.append(report)
+            task_run_id, state, force = item.task_run_id, item.state, item.force
+        _with_transition_id(state)
+        ride = riding.get(task_run_id)
+        if ride is not None and _may_ride(state, force):
+            ride[1].append(state)
+            if state.type != StateType.RUNNING:
+                del riding[task_run_id]  # a state after a terminal one needs its answer
+        else:
+            riding.pop(task_run_id, None)
+            sent_alone.add(task_run_id)
+            reports.append(_as_report(item))
     carrying = []
     for index, states in rides:
         if states:
