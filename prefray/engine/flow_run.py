@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefray.context import FlowRunContext, TagsContext
 from prefray.engine.book import RunBook
+from prefray.engine.collector import fewer_collections
 from prefray.engine.final_state import (
     aggregate_states,
     crashed_state,
@@ -156,6 +157,7 @@ class FlowRunEngine:
         with contextlib.ExitStack() as stack:
             if self.parent is None:
                 stack.enter_context(sigterm_raises())
+                stack.enter_context(fewer_collections())
             stack.enter_context(self.runner.start())
             stack.enter_context(context)
             stack.enter_context(TagsContext(current_tags=frozenset(self._tags())))

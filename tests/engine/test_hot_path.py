@@ -1,0 +1,203 @@
+"""The engine's fast paths build exactly what the slow ones did: states without
+validation, task-run creations without model_construct, plain-signature binding,
+pooled UUIDs, and the collector thresholds a flow run raises and restores."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import os
+import pickle
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from prefray import flow, task
+from prefray.engine.collector import FLOW_RUN_THRESHOLD, fewer_collections
+from prefray.exceptions import ParameterBindError
+from prefray.schemas import EmpiricalPolicy, TaskRun, TaskRunCreate
+from prefray.states import (
+    Completed,
+    Failed,
+    Pending,
+    Retrying,
+    Running,
+    State,
+    StateDetails,
+    StateType,
+)
+from prefray.utilities.callables import get_call_parameters, parameters_to_args_kwargs
+from prefray.utilities.ids import uuid4
+from prefray.utilities.models import construct
+
+
+def _validated(state_type: StateType, **kwargs: Any) -> State:
+    kwargs.setdefault("name", None)
+    return State(type=state_type, state_details=StateDetails(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("quick", "slow"),
+    [
+        (Running, lambda: _validated(StateType.RUNNING)),
+        (Retrying, lambda: _validated(StateType.RUNNING, name="Retrying")),
+        (lambda: Retrying(name=None), lambda: _validated(StateType.RUNNING, name=None)),
+        (lambda: Failed(message="m"), lambda: _validated(StateType.FAILED, message="m")),
+        (
+            lambda: Pending(name="NotReady", message="x"),
+            lambda: _validated(StateType.PENDING, name="NotReady", message="x"),
+        ),
+    ],
+)
+def test_quick_states_equal_validated_ones(quick: Any, slow: Any) -> None:
+    a, b = quick(), slow()
+    volatile = {"id", "timestamp"}
+    assert a.model_dump(exclude=volatile) == b.model_dump(exclude=volatile)
+    assert a.model_dump_json(exclude=volatile) == b.model_dump_json(exclude=volatile)
+    assert a.model_fields_set == b.model_fields_set
+    assert a.state_details.model_fields_set == b.state_details.model_fields_set
+    assert a.__pydantic_private__ == b.__pydantic_private__
+    assert list(a.__dict__) == list(b.__dict__)
+    assert a.id != quick().id and a.id.version == 4
+    assert pickle.loads(pickle.dumps(a)) == a
+
+
+def test_quick_states_do_not_share_details_and_bad_input_still_fails() -> None:
+    a, b = Completed(), Completed()
+    a.state_details.cache_key = "k"
+    assert b.state_details.cache_key is None
+    assert a.state_details.model_fields_set == {"cache_key"}
+    with pytest.raises(ValueError):
+        Failed(message=3)  # validated path: a clear error
+
+
+def test_construct_matches_model_construct() -> None:
+    values = dict(
+        id=uuid.uuid4(),
+        name="t-1",
+        flow_run_id=uuid.uuid4(),
+        task_key="k",
+        dynamic_key="1",
+        tags=[],
+        task_inputs={},
+        empirical_policy=EmpiricalPolicy(),
+        state=None,
+    )
+    for cls in (TaskRunCreate, TaskRun):
+        a, b = cls.model_construct(**values), construct(cls, **values)
+        assert a.__dict__ == b.__dict__ and list(a.__dict__) == list(b.__dict__)
+        assert a.model_fields_set == b.model_fields_set
+        assert a.model_dump_json() == b.model_dump_json()
+    short = dict(id=uuid.uuid4(), name="t", task_key="k", dynamic_key="1")
+    a, b = construct(TaskRun, **short), construct(TaskRun, **short)
+    assert a.tags == [] and a.tags is not b.tags  # mutable defaults: one per instance
+    assert a.model_fields_set == set(short)
+
+
+def _bound(fn: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _plain(a: int, b: int = 2, c: Any = None) -> None: ...
+
+
+def _mixed(a: int, /, b: int, *c: int, d: int = 1, **e: int) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs"),
+    [
+        (_plain, (1,), {}),
+        (_plain, (1, 5, 6), {}),
+        (_plain, (1,), {"c": 3}),
+        (_plain, (), {"c": 3, "a": 1}),
+        (_mixed, (1, 2, 3), {"z": 1}),
+    ],
+)
+def test_binding_matches_signature_bind(fn: Any, args: tuple, kwargs: dict) -> None:
+    got = get_call_parameters(fn, args, kwargs)
+    assert got == _bound(fn, args, kwargs) and list(got) == list(_bound(fn, args, kwargs))
+    if fn is _plain:  # every parameter goes back by name
+        assert parameters_to_args_kwargs(fn, got) == ((), got)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {}, "missing a required argument"),
+        ((1,), {"a": 2}, "multiple values"),
+        ((1,), {"zz": 1}, "unexpected keyword"),
+        ((1, 2, 3, 4), {}, "too many positional"),
+    ],
+)
+def test_binding_errors_unchanged(args: tuple, kwargs: dict, message: str) -> None:
+    with pytest.raises(ParameterBindError, match=message):
+        get_call_parameters(_plain, args, kwargs)
+
+
+def test_pooled_uuids_are_unique_v4_across_threads_and_fork() -> None:
+    made: list[uuid.UUID] = []
+
+    def take() -> None:
+        made.extend(uuid4() for _ in range(5_000))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == len(made) == 20_000
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in made)
+    assert uuid.UUID(str(made[0])) == made[0]
+    if not hasattr(os, "fork"):
+        return
+    uuid4()  # the parent's block is in use
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, uuid4().bytes)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) != uuid4().bytes  # the child drew fresh random bytes
+
+
+def test_fewer_collections_nests_and_restores() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold()[0] == max(before[0], FLOW_RUN_THRESHOLD)
+        with fewer_collections():
+            assert gc.get_threshold()[0] == max(before[0], FLOW_RUN_THRESHOLD)
+        assert gc.get_threshold()[0] == max(before[0], FLOW_RUN_THRESHOLD)
+    assert gc.get_threshold() == before
+
+
+def test_fewer_collections_keeps_a_change_made_meanwhile() -> None:
+    before = gc.get_threshold()
+    try:
+        with fewer_collections():
+            gc.set_threshold(123, 4, 5)
+        assert gc.get_threshold() == (123, 4, 5)
+    finally:
+        gc.set_threshold(*before)
+
+
+@pytest.mark.usefixtures("api")
+def test_a_flow_run_raises_the_threshold_while_it_runs() -> None:
+    before = gc.get_threshold()
+    seen: list[int] = []
+
+    @task
+    def look() -> int:
+        return gc.get_threshold()[0]
+
+    @flow
+    def watched() -> None:
+        seen.append(look())
+
+    watched()
+    assert seen == [max(before[0], FLOW_RUN_THRESHOLD)]
+    assert gc.get_threshold() == before
