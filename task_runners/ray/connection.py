@@ -5,6 +5,12 @@ A runner that finds Ray initialised reuses it (a subflow with its own
 that calls `ray.init` itself owns the connection: it is shut down when the
 last runner using it stops. Runners in concurrent flows share it.
 
+Shutting down a local cluster this process started ends the connection at
+once and stops the cluster's processes (raylet, GCS, workers: about a second
+of graceful exits, one after another) in a background thread, so the flow's
+result does not wait for them; the next `acquire` and the interpreter's exit
+wait for that thread.
+
 `check_api_reachable` runs a tiny task on the cluster that asks the API for
 `/health`, once per (Ray job, API URL), so a cluster that cannot reach the API
 fails at once with an error that says how to fix it, instead of hanging.
@@ -29,18 +35,22 @@ PROBE_TASK_TIMEOUT = 120.0  # seconds for the cluster to run the probe at all (c
 _lock = threading.Lock()
 _users = 0
 _owned = False  # whether a runner (not the user) called ray.init
+_owned_local = False  # ... and that call started a local cluster
+_stopping: threading.Thread | None = None  # stops the last owned local cluster's processes
 _probed: set[tuple[str, str]] = set()
 
 
 def acquire(address: str | None, init_kwargs: Mapping[str, Any]) -> None:
     """Make sure this process is connected to Ray; count one more user."""
-    global _users, _owned
+    global _users, _owned, _owned_local
     import ray
 
     with _lock:
         if not ray.is_initialized():
+            _wait_for_stopped_cluster()
             _init(ray, address, init_kwargs)
             _owned = True
+            _owned_local = address is None
         elif _users == 0:
             _owned = False  # initialised by someone else: never ours to shut down
         _users += 1
@@ -79,7 +89,44 @@ def release() -> None:
         if _users == 0 and _owned:
             _owned = False
             _probed.clear()
-            ray.shutdown()
+            if not (_owned_local and _shutdown_in_background(ray)):
+                ray.shutdown()
+
+
+def _shutdown_in_background(ray: Any) -> bool:
+    """Disconnect now; stop the local cluster's processes in a (non-daemon)
+    thread. False (nothing done) where this Ray does not expose its node."""
+    global _stopping
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(worker, "_global_node", None)
+    if node is None or not hasattr(node, "kill_all_processes"):
+        return False
+    worker._global_node = None  # ray.shutdown() disconnects and leaves the processes
+    try:
+        ray.shutdown()
+    finally:
+        _stopping = threading.Thread(
+            target=_stop_processes, args=(node,), name="prefray-ray-shutdown"
+        )
+        _stopping.start()
+    return True
+
+
+def _stop_processes(node: Any) -> None:
+    try:
+        if node.is_head():
+            node.destroy_external_storage()
+        node.kill_all_processes(check_alive=False, allow_graceful=True)
+    except Exception as exc:  # the processes may be gone already
+        logger.debug("stopping the local Ray cluster: %s", exc)
+
+
+def _wait_for_stopped_cluster() -> None:
+    """Before starting Ray again: the previous local cluster is gone."""
+    global _stopping
+    stopping, _stopping = _stopping, None
+    if stopping is not None:
+        stopping.join()
 
 
 def _job_key(ray: Any) -> str:

@@ -18,6 +18,7 @@ from ray_fixtures import (
     free_port,
     ray_head,  # noqa: F401 - fixture
     run_script,
+    short_temp_dir,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -112,6 +113,65 @@ def test_probe_over_ray_client_fails_fast_with_unreachable_api(
     # the flow run itself cannot be recorded at a dead URL: the client says so first;
     # either way nothing hangs and the error names the URL
     assert out["error"] is not None and dead_url.rsplit("/api", 1)[0] in out["message"]
+
+
+def test_local_cluster_the_runner_started_is_shut_down_after_each_flow(tmp_path: Path) -> None:
+    # the connection ends with the flow; the cluster's processes stop in the
+    # background, and a second flow starts a fresh cluster once they are gone
+    out = run_script(
+        f"""
+        import json, psutil, ray
+        from prefray import flow, task
+        from task_runners import RayTaskRunner
+        from task_runners.ray import connection
+
+        @task
+        def double(x: int) -> int:
+            return 2 * x
+
+        runner = RayTaskRunner(init_kwargs={{
+            "num_cpus": 1, "include_dashboard": False, "configure_logging": False,
+            "_temp_dir": {short_temp_dir("rayo")!r},
+        }})
+
+        ray_pids = set()
+
+        def ray_processes() -> list[psutil.Process]:
+            found = []
+            for p in psutil.Process().children(recursive=True):
+                try:
+                    if p.status() != psutil.STATUS_ZOMBIE and (
+                        p.name() in ("raylet", "gcs_server") or p.name().startswith("ray::")
+                        or "/ray/" in " ".join(p.cmdline())  # Ray's Python agents
+                    ):
+                        found.append(p)
+                except psutil.Error:
+                    pass
+            return found
+
+        @flow(task_runner=runner)
+        def doubled(n: int) -> list[int]:
+            values = [f.result() for f in double.map(range(n))]
+            ray_pids.update(p.pid for p in ray_processes())
+            return values
+
+        first = doubled(3)
+        connected_after_first = ray.is_initialized()
+        second = doubled(2)
+        connected_after_second = ray.is_initialized()
+        stopping = connection._stopping
+        if stopping is not None:
+            stopping.join(60)
+        print(json.dumps({{"results": [first, second], "connected": [connected_after_first,
+                          connected_after_second], "seen": len(ray_pids),
+                          "left": [p.name() for p in ray_processes() if p.pid in ray_pids]}}))
+        """,
+        cwd=tmp_path,
+        env=child_env(PREFRAY_HOME=str(tmp_path / "home")),
+    )
+    assert out["results"] == [[0, 2, 4], [0, 2]]
+    assert out["connected"] == [False, False]
+    assert out["seen"] >= 2 and out["left"] == []  # raylets, GCSs, workers: all gone
 
 
 MULTI_NODE = """
