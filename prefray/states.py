@@ -163,8 +163,13 @@ class State(BaseModel):
     # in-process payload ----------------------------------------------------
     def with_value(self, value: Any) -> State:
         """Attach the run's return value (in process only) and return self."""
-        self._value = value
-        self._has_value = True
+        private = self.__pydantic_private__
+        if private is None:
+            self._value = value
+            self._has_value = True
+        else:
+            private["_value"] = value
+            private["_has_value"] = True
         return self
 
     def with_exception(self, exc: BaseException) -> State:
@@ -172,19 +177,33 @@ class State(BaseModel):
         self._exception = exc
         return self
 
+    # (read from the private dict directly: pydantic's __getattr__ is slow for these)
     @property
     def has_value(self) -> bool:
-        return self._has_value
+        private = self.__pydantic_private__
+        return bool(private.get("_has_value")) if private is not None else False
 
     @property
     def exception(self) -> BaseException | None:
-        return self._exception
+        private = self.__pydantic_private__
+        return private.get("_exception") if private is not None else None
 
     def result(self, raise_on_failure: bool = True) -> Any:
         """The run's return value; for a failed state, raise (or return) its exception."""
         from prefray.results import resolve_state_result
 
         return resolve_state_result(self, raise_on_failure=raise_on_failure)
+
+    def _shallow_copy(self) -> State:
+        """`model_copy()` for a state: the same fields (details shared), payload
+        included, without pydantic's generic copy machinery."""
+        copy = State.__new__(State)
+        _object_setattr(copy, "__dict__", self.__dict__.copy())
+        _object_setattr(copy, "__pydantic_fields_set__", set(self.__pydantic_fields_set__))
+        extra, private = self.__pydantic_extra__, self.__pydantic_private__
+        _object_setattr(copy, "__pydantic_extra__", None if extra is None else dict(extra))
+        _object_setattr(copy, "__pydantic_private__", None if private is None else dict(private))
+        return copy
 
     def copy_for_wire(self) -> State:
         """This state without its in-process payload (what the API receives)."""

@@ -196,7 +196,7 @@ class _TaskRunEngine:
         if self._should_persist():
             state.data = self._persist(value)
         self.reporter.report(self.task_run.id, state)
-        final = state.model_copy()  # the reported copy never carries the value
+        final = state._shallow_copy()  # the reported copy never carries the value
         if self.task.cache_result_in_memory or state.data is None:
             final.with_value(value)
         return final
