@@ -43,6 +43,7 @@ from prefray.server.database.transitions import (
 from prefray.server.database.wire import WireState, state_json
 from prefray.server.orchestration import RunSnapshot, RunUpdates, bookkeeping, orchestrate
 from prefray.states import State, StateDetails, StateType, now
+from prefray.utilities.ids import uuid4
 
 __all__ = ["create_task_runs", "create_task_runs_json", "read_task_run", "read_task_runs"]
 
@@ -169,7 +170,7 @@ _Step = tuple[StateType, dt.datetime, uuid.UUID | None, dict[str, Any]]
 
 
 def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str]) -> _Prepared:
-    run_id = item.id or uuid.uuid4()
+    run_id = item.id or uuid4()
     if item.state is None:
         as_json, updates = _pending(run_id, item.flow_run_id), _EMPTY_UPDATES
         timestamp = now()
@@ -212,6 +213,17 @@ def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str])
         "created": created,
         "updated": created,
     }
+    # the run's times are its states' times (the same objects): each converted once
+    stored_ts: dict[int, Any] = {}
+
+    def ts(value: dt.datetime | None) -> Any:
+        if value is None:
+            return None
+        out = stored_ts.get(id(value))  # `value` is alive for the whole call: ids are stable
+        if out is None:
+            out = stored_ts[id(value)] = codec.ts(value)
+        return out
+
     key, stamp = codec.uuid(run_id), codec.ts(created)
     texts = [codec.json(step[3]) for step in steps]
     values = (
@@ -221,12 +233,12 @@ def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str])
         codec.json(task_inputs) if task_inputs else "{}",
         _POLICY_TEXT if policy == _DEFAULT_POLICY else codec.json(policy),
         texts[-1], state_type.value, as_json["name"], updates.run_count,
-        codec.ts(expected), codec.ts(updates.start_time),
-        codec.ts(updates.end_time), updates.total_run_time, stamp, stamp,
+        ts(expected), ts(updates.start_time),
+        ts(updates.end_time), updates.total_run_time, stamp, stamp,
     )  # fmt: skip
     history = [
-        (key, t.value, j["name"], codec.ts(ts), codec.uuid(tid), text)
-        for (t, ts, tid, j), text in zip(steps, texts, strict=True)
+        (key, t.value, j["name"], ts(when), codec.uuid(tid), text)
+        for (t, when, tid, j), text in zip(steps, texts, strict=True)
     ]
     return _Prepared(run, values, history, states, chain is not None)
 
@@ -310,7 +322,7 @@ def _pending(run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> dict[str, Any]
     details["task_run_id"] = str(run_id)
     details["flow_run_id"] = str(flow_run_id) if flow_run_id is not None else None
     as_json = dict(_PENDING)
-    as_json["id"] = str(uuid.uuid4())
+    as_json["id"] = str(uuid4())
     as_json["state_details"] = details
     return as_json
 
