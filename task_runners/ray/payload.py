@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import traceback
 import uuid
 from typing import Any
@@ -176,21 +177,32 @@ def decode_result(
     result: list[Any], state_cls: type[State] = State
 ) -> tuple[State, list[Any], list[Any] | None]:
     """(final state as `state_cls`, reports for the driver's `StateReporter.extend`,
-    `[value]` when the value rode along, else None)."""
+    `[value]` when the value rode along, else None).
+
+    The final state is most often the last report's state: it is decoded once,
+    as `state_cls`, and the same object is both reported and returned."""
     encoded, final, exception, value = result
     reports: list[Any] = []
-    last_state: list[Any] | None = None
-    for item in encoded:
+    last = len(encoded) - 1
+    out: State | None = None
+    run_uuid: uuid.UUID | None = None
+    run_bytes: bytes | None = None
+    for i, item in enumerate(encoded):
         if isinstance(item, list):
             run_id, state, force = item
-            reports.append((uuid.UUID(bytes=run_id), decode_state(state), force))
-            last_state = state
+            if run_id != run_bytes:  # a worker reports for its own run: one UUID
+                run_uuid, run_bytes = uuid.UUID(bytes=run_id), run_id
+            if i == last and final is None:
+                out = decode_state(state, state_cls)
+                reports.append((run_uuid, out, force))
+            else:
+                reports.append((run_uuid, decode_state(state), force))
         else:
             reports.append(item)
-    source = final if final is not None else last_state
-    if source is None:
-        raise ValueError("a Ray worker returned no final state for its task run")
-    out = decode_state(source, state_cls)
+    if out is None:
+        if final is None:
+            raise ValueError("a Ray worker returned no final state for its task run")
+        out = decode_state(final, state_cls)
     if exception is not None:
         out.with_exception(restore_exception(exception))
     return out, reports, value
@@ -198,7 +210,11 @@ def decode_result(
 
 def encode_state(state: State) -> list[Any]:
     details = state.state_details.__dict__
-    changed = {k: v for k, v in details.items() if v != _DETAIL_DEFAULTS[k]}
+    changed = (
+        None
+        if details == _DETAIL_DEFAULTS  # the common case, one C comparison
+        else {k: v for k, v in details.items() if v != _DETAIL_DEFAULTS[k]}
+    )
     data = state.data
     return [
         state.type.value,
@@ -213,15 +229,56 @@ def encode_state(state: State) -> list[Any]:
 
 def decode_state(encoded: list[Any], cls: type[State] = State) -> State:
     type_, name, message, timestamp, state_id, details, data = encoded
-    return cls(
-        id=uuid.UUID(bytes=state_id),
-        type=StateType(type_),
-        name=name,
-        message=message,
-        timestamp=dt.datetime.fromtimestamp(timestamp, _UTC),
-        state_details=StateDetails(**details) if details else StateDetails(),
-        data=ResultReference(**data) if data is not None else None,
+    if details or data is not None:  # rare (retries, caching, persisted results): validate
+        return cls(
+            id=uuid.UUID(bytes=state_id),
+            type=StateType(type_),
+            name=name,
+            message=message,
+            timestamp=dt.datetime.fromtimestamp(timestamp, _UTC),
+            state_details=StateDetails(**details) if details else StateDetails(),
+            data=ResultReference(**data) if data is not None else None,
+        )
+    # what validating these (our own encode_state's) values builds, without validating:
+    # the monitor decodes two or three states per task run
+    state = cls.__new__(cls)
+    _set(
+        state,
+        "__dict__",
+        {
+            "id": uuid.UUID(bytes=state_id),
+            "type": _STATE_TYPES[type_],
+            "name": name,
+            "message": message,
+            "timestamp": _from_timestamp(timestamp, _UTC),
+            "state_details": _default_details(),
+            "data": None,
+        },
     )
+    _set(state, "__pydantic_fields_set__", set(_STATE_FIELDS))
+    _set(state, "__pydantic_extra__", None)
+    _set(state, "__pydantic_private__", dict(_private_defaults(cls)))
+    return state
+
+
+_set = object.__setattr__
+_from_timestamp = dt.datetime.fromtimestamp
+_STATE_TYPES = {t.value: t for t in StateType}
+_STATE_FIELDS = frozenset(State.model_fields)
+
+
+def _default_details() -> StateDetails:
+    details = StateDetails.__new__(StateDetails)
+    _set(details, "__dict__", dict(_DETAIL_DEFAULTS))
+    _set(details, "__pydantic_fields_set__", set())
+    _set(details, "__pydantic_extra__", None)
+    _set(details, "__pydantic_private__", None)
+    return details
+
+
+@functools.cache
+def _private_defaults(cls: type[State]) -> dict[str, Any]:
+    return {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
 
 
 def _same_wire(a: State, b: State) -> bool:

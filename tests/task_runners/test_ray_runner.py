@@ -354,6 +354,39 @@ def test_runner_pickles_unstarted_and_duplicates() -> None:
     assert copy._monitor is None
 
 
+def test_worker_states_decode_as_validation_would_build_them() -> None:
+    # the monitor builds decoded states without validation: same fields, same
+    # fields-set, same private attributes; the final state is the last report's object
+    import uuid
+
+    from prefray.states import Completed, Failed, ResultReference, Running, State
+    from task_runners.ray.futures import RayState
+    from task_runners.ray.payload import decode_result, decode_state, encode_result, encode_state
+
+    failed = Failed(message="boom")
+    failed.state_details.retriable = False
+    persisted = Completed(data=ResultReference(storage_key="k"))
+    for original in (Running(), Completed(message="done"), failed, persisted):
+        for cls in (State, RayState):
+            decoded = decode_state(encode_state(original), cls)
+            validated = cls(**{name: getattr(original, name) for name in State.model_fields})
+            assert type(decoded) is cls
+            assert decoded.model_dump() == validated.model_dump() == original.model_dump()
+            assert decoded.model_fields_set == validated.model_fields_set
+            assert decoded.__pydantic_private__ == validated.__pydantic_private__
+            details = decoded.state_details
+            assert details.model_fields_set == validated.state_details.model_fields_set
+    run_id = uuid.uuid4()
+    running, completed = Running(), Completed()
+    final, reports, value = decode_result(
+        encode_result(completed, [(run_id, running, False), (run_id, completed, False)], None, [3]),
+        RayState,
+    )
+    assert [(r[0], r[1].name) for r in reports] == [(run_id, "Running"), (run_id, "Completed")]
+    assert reports[1][1] is final and type(final) is RayState and final.id == completed.id
+    assert value == [3]
+
+
 def test_bad_constructor_arguments() -> None:
     with pytest.raises(TypeError, match="address"):
         RayTaskRunner(address=10001)  # type: ignore[arg-type]
