@@ -71,7 +71,8 @@ class GatedTaskRunner:
         self._gate = gate
 
     def submit(self, call: Any) -> Any:
-        self._gate.wait()
+        if not self._gate.is_set():  # (is_set: no lock taken on the common path)
+            self._gate.wait()
         return self._runner.submit(call)
 
     def __getattr__(self, name: str) -> Any:
