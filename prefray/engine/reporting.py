@@ -21,7 +21,8 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import Union
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Union
 
 from prefray.exceptions import APIUnavailable
 from prefray.logging import BatchShipper, api_client
@@ -39,6 +40,9 @@ from prefray.utilities.ids import uuid4
 __all__ = ["CollectingReporter", "ReportItem", "StateReporter", "get_state_reporter"]
 
 logger = logging.getLogger("prefray.engine.reporting")
+
+if TYPE_CHECKING:
+    from prefray.client import SyncPrefrayClient
 
 ReportItem = Union[TaskRunCreate, StateReport]
 # what the queue holds: a creation, a ready StateReport, or (task_run_id, state, force)
@@ -174,17 +178,59 @@ def _send_items(
 ) -> int:
     """Send creations (carrying the states that follow them in `items` where no rule
     can intervene), then the other reports, in order. Returns the number of requests."""
-    creates, reports, carrying = _coalesce(items)
-    requests = 0
     with api_client(settings, max_retries) as client:
-        if creates:
-            # the server answers only the runs not created exactly as sent
-            runs = client.create_task_runs(creates, answer="minimal")
-            answers.record_carried([creates[i] for i in carrying], [runs[i] for i in carrying])
-            requests += 1
-        if reports:
-            answers.record(reports, client.report_task_run_states(reports))
-            requests += 1
+        return _ship(client, _coalesce(items), answers)
+
+
+def _ship(
+    client: SyncPrefrayClient,
+    coalesced: tuple[list[TaskRunCreate], list[StateReport], list[int]],
+    answers: _Answers,
+) -> int:
+    creates, reports, carrying = coalesced
+    requests = 0
+    if creates:
+        # the server answers only the runs not created exactly as sent
+        runs = client.create_task_runs(creates, answer="minimal")
+        answers.record_carried([creates[i] for i in carrying], [runs[i] for i in carrying])
+        requests += 1
+    if reports:
+        answers.record(reports, client.report_task_run_states(reports))
+        requests += 1
+    return requests
+
+
+# queue items per request when a large batch is sent as a pipeline
+_PIPELINE_ITEMS = 5_000
+
+
+def _send_pipelined(
+    settings: Settings, items: list[_Queued], answers: _Answers, chunk: int = _PIPELINE_ITEMS
+) -> int:
+    """`_send_items` for a large batch: sent as consecutive parts of `chunk` items (each
+    part's requests answered before the next part's go: the order is kept), while a
+    helper thread coalesces the next parts, so the server is not kept waiting for
+    that. A failure raises as `_send_items` would (the whole batch is sent again:
+    creations carry ids and states transition ids, so what was sent is a replay)."""
+    if len(items) <= chunk:
+        return _send_items(settings, items, answers)
+    requests = 0
+    parts = []
+    start = 0
+    while start < len(items):
+        end = min(start + chunk, len(items))
+        # cut before a creation if one comes soon: a run's states stay with it
+        soon = min(end + 100, len(items))
+        while end < soon and not isinstance(items[end], TaskRunCreate):
+            end += 1
+        parts.append(items[start:end])
+        start = end
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="prefray-report-coalesce") as ahead,
+        api_client(settings) as client,
+    ):
+        for coalesced in ahead.map(_coalesce, parts):  # in order, computed ahead
+            requests += _ship(client, coalesced, answers)
     return requests
 
 
@@ -200,7 +246,9 @@ class StateReporter:
             send=self._send,
             interval=settings.state_batch_interval,
             batch_size=settings.state_batch_size,
-            max_request_items=10_000,
+            # sent in parts of _PIPELINE_ITEMS, a few per batch: the server starts
+            # on a part while the next one is coalesced
+            max_request_items=30_000,
             exit_timeout=settings.log_flush_timeout * 2,
         )
         # creations held back until their run's first report (or a flush), so that
@@ -209,7 +257,7 @@ class StateReporter:
         atexit.register(self._release_deferred)  # runs before the shipper's exit flush
 
     def _send(self, settings: Settings, items: list[_Queued]) -> None:
-        self.requests += _send_items(settings, items, self._answers)
+        self.requests += _send_pipelined(settings, items, self._answers)
 
     def create_task_run(self, create: TaskRunCreate) -> None:
         """Queue a task run's creation (replayed safely: it carries its id)."""
