@@ -204,9 +204,7 @@ def _ship(
 _PIPELINE_ITEMS = 5_000
 
 
-def _send_pipelined(
-    settings: Settings, items: list[_Queued], answers: _Answers, chunk: int = _PIPELINE_ITEMS
-) -> int:
+def _send_pipelined(settings: Settings, items: list[_Queued], answers: _Answers, chunk: int) -> int:
     """`_send_items` for a large batch: sent as consecutive parts of `chunk` items (each
     part's requests answered before the next part's go: the order is kept), while a
     helper thread coalesces the next parts, so the server is not kept waiting for
@@ -257,7 +255,7 @@ class StateReporter:
         atexit.register(self._release_deferred)  # runs before the shipper's exit flush
 
     def _send(self, settings: Settings, items: list[_Queued]) -> None:
-        self.requests += _send_pipelined(settings, items, self._answers)
+        self.requests += _send_pipelined(settings, items, self._answers, _PIPELINE_ITEMS)
 
     def create_task_run(self, create: TaskRunCreate) -> None:
         """Queue a task run's creation (replayed safely: it carries its id)."""

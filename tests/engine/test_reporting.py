@@ -258,3 +258,37 @@ def test_carried_states_over_a_run_that_existed_leave_an_answer(settings: Settin
     assert answer is not None and answer.status == SetStateStatus.REJECT
     assert answer.state is not None and answer.state.type == StateType.COMPLETED
     assert state_names(run.id) == ["Pending", "Running", "Completed"]
+
+
+def test_a_large_batch_goes_in_parts_in_order(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts of a few items (cut anywhere when no creation is near): each run's states
+    are stored in order, whichever part carried them, and replaying the batch (the
+    shipper resends it after a failure) changes nothing."""
+    from prefray.engine import reporting
+
+    monkeypatch.setattr(reporting, "_PIPELINE_ITEMS", 4)
+    idle = settings.with_overrides(state_batch_interval=3600.0, state_batch_size=10**9)
+    reporter = StateReporter(idle)
+    runs = creates(12)
+    runs[5].empirical_policy.retries = 1  # reported on its own, not carried
+    with use_settings(idle):
+        reporter.create_task_runs(runs[:6])
+        for run in runs[:6]:  # creations first, then their states: parts split them
+            reporter.report(run.id, Running())
+        for run in runs[6:]:  # a run's creation and states together
+            reporter.create_task_run(run)
+            reporter.report(run.id, Running())
+            reporter.report(run.id, Completed())
+        for run in runs[:6]:
+            reporter.report(run.id, Completed())
+        queued = [item for _, item in reporter._shipper._queue]
+        assert reporter.flush(30)
+        assert reporter.requests > 4  # it was sent in parts
+        answers = reporting._Answers()
+        reporting._send_pipelined(idle, queued, answers, 5)  # the whole batch again
+    for run in runs:
+        assert state_names(run.id) == ["Pending", "Running", "Completed"]
+        assert reporter.last_result(run.id) is None
+        assert answers.get(run.id) is None
