@@ -38,8 +38,16 @@ def resolve_inputs(call: TaskRunCall) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Wait for `wait_for` and every future in the parameters; the call's args/kwargs."""
     for item in call.wait_for or ():
         resolve_value(item)
-    parameters = {name: resolve_value(value) for name, value in call.parameters.items()}
+    parameters = {
+        name: value if type(value) in _PLAIN else resolve_value(value)
+        for name, value in call.parameters.items()
+    }
     return parameters_to_args_kwargs(call.task.fn, parameters)
+
+
+# values that can hold no future, state or annotation (exact types: a subclass
+# takes the full walk): the common .map() item skips it
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex, range})
 
 
 def resolve_value(value: Any, allow_failed: bool = False) -> Any:
@@ -70,6 +78,8 @@ def upstream_ids(parameters: dict[str, Any]) -> dict[str, list[uuid.UUID]]:
     """The task runs each parameter depends on (recorded as the run's task_inputs)."""
     found: dict[str, list[uuid.UUID]] = {}
     for name, value in parameters.items():
+        if type(value) in _PLAIN:
+            continue
         ids: list[uuid.UUID] = []
 
         def visit(item: Any, ids: list[uuid.UUID] = ids) -> Any:
