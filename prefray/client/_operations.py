@@ -146,11 +146,22 @@ class Operations(DeploymentOperations):
         """Propose a state for one task run and wait for the server's decision."""
         return self._execute(_routes.set_task_run_state(id, state, force))
 
+    @overload
     def report_task_run_states(
-        self, reports: Sequence[StateReport]
-    ) -> Reply[list[OrchestrationResult]]:
-        """Apply a batch of task-run transitions in order; one result per report."""
-        return self._execute(_routes.report_task_run_states(reports))
+        self, reports: Sequence[StateReport], *, answer: Literal["full"] = "full"
+    ) -> Reply[list[OrchestrationResult]]: ...
+
+    @overload
+    def report_task_run_states(
+        self, reports: Sequence[StateReport], *, answer: Literal["minimal"]
+    ) -> Reply[list[OrchestrationResult | None]]: ...
+
+    def report_task_run_states(
+        self, reports: Sequence[StateReport], *, answer: Literal["full", "minimal"] = "full"
+    ) -> Reply[list[OrchestrationResult]] | Reply[list[OrchestrationResult | None]]:
+        """Apply a batch of task-run transitions in order; one result per report. With
+        `answer="minimal"`, a report accepted as proposed is answered None."""
+        return self._execute(_routes.report_task_run_states(reports, answer))
 
     def read_task_run_states(self, id: IdLike) -> Reply[list[State]]:
         """The task run's states, oldest first."""

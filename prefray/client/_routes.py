@@ -79,6 +79,7 @@ _TASK_RUNS = _adapter(list[TaskRun])
 _TASK_RUNS_OR_NONE = _adapter(list[TaskRun | None])
 _RESULT = _adapter(OrchestrationResult)
 _RESULTS = _adapter(list[OrchestrationResult])
+_RESULTS_OR_NONE = _adapter(list[OrchestrationResult | None])
 _STATES = _adapter(list[State])
 _LOGS = _adapter(list[Log])
 _TASK_RUN_CREATES = _adapter(list[TaskRunCreate])
@@ -218,9 +219,18 @@ def set_task_run_state(id: IdLike, state: State, force: bool = False) -> Call[Or
     return Call("POST", f"/api/task_runs/{run_id(id)}/set_state", _parse(_RESULT), body)
 
 
-def report_task_run_states(reports: Sequence[StateReport]) -> Batch[list[OrchestrationResult]]:
+def report_task_run_states(
+    reports: Sequence[StateReport], answer: Literal["full", "minimal"] = "full"
+) -> Batch[list[Any]]:
+    """`answer="minimal"`: None for each report accepted as proposed (see the route)."""
     items = _coerce(StateReport, reports)
-    return Batch(_chunked("/api/task_runs/states", _STATE_REPORTS, _parse(_RESULTS), items))
+    if answer == "minimal":
+        path, parse = "/api/task_runs/states?answer=minimal", _RESULTS_OR_NONE
+    elif answer == "full":
+        path, parse = "/api/task_runs/states", _RESULTS
+    else:
+        raise InvalidRequest(f"answer must be 'full' or 'minimal', not {answer!r}")
+    return Batch(_chunked(path, _STATE_REPORTS, _parse(parse), items))
 
 
 def read_task_run_states(id: IdLike) -> Call[list[State]]:

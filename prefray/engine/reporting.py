@@ -56,10 +56,11 @@ class _Answers:
         self._lock = threading.Lock()
         self._latest: dict[uuid.UUID, OrchestrationResult] = {}
 
-    def record(self, reports: list[StateReport], results: list[OrchestrationResult]) -> None:
+    def record(self, reports: list[StateReport], results: list[OrchestrationResult | None]) -> None:
+        """Reports' results; None is a report accepted as proposed."""
         with self._lock:
             for report, result in zip(reports, results, strict=False):
-                if result.status == SetStateStatus.ACCEPT:
+                if result is None or result.status == SetStateStatus.ACCEPT:
                     self._latest.pop(report.task_run_id, None)
                     continue
                 self._latest[report.task_run_id] = result
@@ -195,7 +196,7 @@ def _ship(
         answers.record_carried([creates[i] for i in carrying], [runs[i] for i in carrying])
         requests += 1
     if reports:
-        answers.record(reports, client.report_task_run_states(reports))
+        answers.record(reports, client.report_task_run_states(reports, answer="minimal"))
         requests += 1
     return requests
 

@@ -117,6 +117,18 @@ def test_create_task_runs_minimal_answer(call: Call) -> None:
         call("create_task_runs", creates, answer="some")
 
 
+def test_report_task_run_states_minimal_answer(call: Call) -> None:
+    flow_run = call("create_flow_run", "etl")
+    [run] = call("create_task_runs", [_task_run(flow_run.id)])
+    reports = [StateReport(task_run_id=run.id, state=s) for s in (Running(), Completed())]
+    reports.append(StateReport(task_run_id=run.id, state=Running()))  # refused: done
+    accepted, done, refused = call("report_task_run_states", reports, answer="minimal")
+    assert accepted is None and done is None
+    assert refused.status is SetStateStatus.REJECT
+    with pytest.raises(InvalidRequest, match="answer"):
+        call("report_task_run_states", reports, answer="none")
+
+
 def test_create_task_runs_accepts_dicts_and_empty_lists(call: Call) -> None:
     flow_run = call("create_flow_run", "etl")
     assert call("create_task_runs", []) == []

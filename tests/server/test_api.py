@@ -267,6 +267,33 @@ async def test_transition_ids_make_reports_idempotent(client: httpx.AsyncClient)
     assert len((await client.get(f"/api/task_runs/{run['id']}/states")).json()) == 2
 
 
+async def test_minimal_report_answers(client: httpx.AsyncClient) -> None:
+    """`?answer=minimal`: null for a report accepted as proposed, the result otherwise
+    (a refusal, an unknown run); the states are applied exactly as with full answers."""
+    fr = await _flow_run(client)
+    [run, other] = await _task_runs(client, fr["id"], 2)
+    unknown = str(uuid.uuid4())
+    reports = [
+        {"task_run_id": run["id"], "state": _state("RUNNING", id=str(uuid.uuid4()))},
+        {"task_run_id": run["id"], "state": _state("COMPLETED")},
+        {"task_run_id": run["id"], "state": _state("RUNNING")},  # refused: it is done
+        {"task_run_id": unknown, "state": _state("RUNNING")},
+        {"task_run_id": other["id"], "state": _state("RUNNING")},
+    ]
+    r = await client.post("/api/task_runs/states?answer=minimal", json=reports)
+    assert r.status_code == 200, r.text
+    accepted, done, refused, missing, running = r.json()
+    assert accepted is None and done is None and running is None
+    assert refused["status"] == "REJECT" and refused["state"]["type"] == "COMPLETED"
+    assert missing["status"] == "ABORT" and missing["reason"] == f"task run {unknown} not found"
+    read = (await client.get(f"/api/task_runs/{run['id']}")).json()
+    assert read["state_type"] == "COMPLETED" and read["run_count"] == 1
+    for bad in ("", "MINIMAL", "short"):
+        r = await client.post(f"/api/task_runs/states?answer={bad}", json=reports[4:])
+        assert r.status_code == 422 and "answer" in r.json()["detail"], r.text
+    assert (await client.get(f"/api/task_runs/{other['id']}")).json()["run_count"] == 1
+
+
 async def test_retry_via_api(client: httpx.AsyncClient) -> None:
     fr = await _flow_run(client)
     policy = {"retries": 1, "retry_delay": 30}

@@ -105,6 +105,13 @@ Answer = Annotated[
         "exactly as sent (new, every carried state written with it), else the run as stored."
     ),
 ]
+ReportAnswer = Annotated[
+    Literal["full", "minimal"],
+    Query(
+        description="`full`: every result. `minimal`: null for a report accepted as "
+        "proposed (ACCEPT, the state stored is the one sent), else its result."
+    ),
+]
 
 
 @router.post(
@@ -131,10 +138,12 @@ async def read_task_runs(db: DB, body: TaskRunFilter | None = None) -> Response:
 
 @router.post(
     "/states",
-    response_model=list[OrchestrationResult],
+    response_model=list[OrchestrationResult | None],
     openapi_extra=_body(StateReport, many=True),
 )
-async def report_task_run_states(request: Request, db: DB) -> Response:
+async def report_task_run_states(
+    request: Request, db: DB, answer: ReportAnswer = "full"
+) -> Response:
     """Apply N state reports in order; an unknown task run gets ABORT, the rest proceed."""
     body = parse_body(STATE_REPORTS, await request.body())
     proposals = [Proposal(r.task_run_id, r.state, r.force) for r in body]
@@ -151,7 +160,21 @@ async def report_task_run_states(request: Request, db: DB) -> Response:
         }
         for report, result in zip(body, results, strict=True)
     ]
+    if answer == "minimal":
+        answers = [
+            None if _accepted_as_sent(report, result) else result
+            for report, result in zip(body, answers, strict=True)
+        ]
     return _json(answers)
+
+
+def _accepted_as_sent(report: Any, result: dict[str, Any]) -> bool:
+    state = result["state"]
+    return (
+        result["status"] == SetStateStatus.ACCEPT.value
+        and state is not None
+        and state["id"] == str(report.state.id)
+    )
 
 
 @router.get("/{id}", response_model=TaskRun)
