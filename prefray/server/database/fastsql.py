@@ -19,6 +19,8 @@ What the column types store, per dialect (must match `models.py`):
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -138,17 +140,24 @@ class Codec:
         """Multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING <returning>`: the
         returned column of the rows actually inserted."""
         out: list[Any] = []
-        width = len(columns)
         for start in range(0, len(rows), ROWS_PER_INSERT):
             chunk = rows[start : start + ROWS_PER_INSERT]
-            groups = ", ".join(f"({self.params(width, 1 + i * width)})" for i in range(len(chunk)))
-            sql = (
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {groups} "
-                f"ON CONFLICT DO NOTHING RETURNING {returning}"
-            )
-            flat = tuple(value for row in chunk for value in row)
+            sql = self._insert_ignore_sql(table, tuple(columns), len(chunk), returning)
+            flat = tuple(itertools.chain.from_iterable(chunk))
             out.extend(row[0] for row in await conn.exec_driver_sql(sql, flat))
         return out
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - two codecs, alive for the process
+    def _insert_ignore_sql(
+        self, table: str, columns: tuple[str, ...], count: int, returning: str
+    ) -> str:
+        """The statement for `count` rows (built once: 5 us a row on PostgreSQL)."""
+        width = len(columns)
+        groups = ", ".join(f"({self.params(width, 1 + i * width)})" for i in range(count))
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES {groups} "
+            f"ON CONFLICT DO NOTHING RETURNING {returning}"
+        )
 
 
 _CODECS = {name: Codec(name) for name in ("sqlite", "postgresql")}
