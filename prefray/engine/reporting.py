@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from prefray.exceptions import APIUnavailable
 from prefray.logging import BatchShipper, api_client
@@ -224,12 +224,18 @@ def _send_pipelined(settings: Settings, items: list[_Queued], answers: _Answers,
             end += 1
         parts.append(items[start:end])
         start = end
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="prefray-report-coalesce") as ahead,
-        api_client(settings) as client,
-    ):
-        for coalesced in ahead.map(_coalesce, parts):  # in order, computed ahead
-            requests += _ship(client, coalesced, answers)
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="prefray-report-coalesce")
+    try:
+        coalesced_parts: Iterable[Any] = ahead.map(_coalesce, parts)  # in order, ahead
+    except RuntimeError:
+        # the interpreter is exiting (the exit flush): no new threads, coalesce here
+        coalesced_parts = map(_coalesce, parts)
+    try:
+        with api_client(settings) as client:
+            for coalesced in coalesced_parts:
+                requests += _ship(client, coalesced, answers)
+    finally:
+        ahead.shutdown(wait=True)
     return requests
 
 

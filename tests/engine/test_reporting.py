@@ -292,3 +292,49 @@ def test_a_large_batch_goes_in_parts_in_order(
         assert state_names(run.id) == ["Pending", "Running", "Completed"]
         assert reporter.last_result(run.id) is None
         assert answers.get(run.id) is None
+
+
+_EXIT_SCRIPT = """
+import sys, uuid
+from prefray.engine.reporting import StateReporter
+from prefray.schemas import TaskRunCreate
+from prefray.settings import Settings, use_settings
+from prefray.states import Completed, Running
+
+settings = Settings(api_url=sys.argv[1], state_batch_interval=3600.0, state_batch_size=10**9)
+with use_settings(settings):
+    reporter = StateReporter(settings)
+    for i in range(int(sys.argv[3])):
+        run = TaskRunCreate(id=uuid.uuid4(), name=f"x-{i}", task_key=sys.argv[2],
+                            dynamic_key=str(i))
+        reporter.create_task_run(run)
+        reporter.report(run.id, Running())
+        reporter.report(run.id, Completed())
+"""
+
+
+def test_a_large_batch_queued_at_exit_is_sent(embedded_api: EmbeddedAPI, tmp_path: Path) -> None:
+    """The exit flush sends a batch large enough to go in parts (no helper thread can
+    start while the interpreter exits: the parts are coalesced in the sender)."""
+    import subprocess
+    import sys
+
+    from prefray.engine.reporting import _PIPELINE_ITEMS
+
+    runs = _PIPELINE_ITEMS // 3 + 500
+    key = f"exit-{uuid.uuid4().hex[:8]}"
+    script = tmp_path / "exit_flush.py"
+    script.write_text(_EXIT_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), embedded_api.url, key, str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "lost" not in done.stderr, done.stderr
+    settings = Settings(home=tmp_path, api_url=embedded_api.url)
+    with use_settings(settings), get_client(sync_client=True) as client:
+        stored = client.read_task_runs(task_key=key, limit=10_000)
+    assert len(stored) == runs
+    assert {r.state_type for r in stored} == {StateType.COMPLETED}
