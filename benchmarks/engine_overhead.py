@@ -50,12 +50,13 @@ def plain_loop(n: int) -> float:
 
 
 _body_seconds = 0.0
+_body_cpu = 0.0
 
 
 def _flow_body(mode: str, n: int) -> Callable[[], int]:
     def body() -> int:
-        global _body_seconds
-        start = time.perf_counter()
+        global _body_seconds, _body_cpu
+        start, cpu = time.perf_counter(), time.thread_time()
         if mode == "call":
             total = sum(trivial_task(i) for i in range(n))
         elif mode == "submit":
@@ -63,12 +64,13 @@ def _flow_body(mode: str, n: int) -> Callable[[], int]:
         else:
             total = sum(f.result() for f in trivial_task.map(range(n)))
         _body_seconds = time.perf_counter() - start
+        _body_cpu = time.thread_time() - cpu
         return total
 
     return body
 
 
-def measure(runner: Any, mode: str, n: int) -> tuple[float, float, float]:
+def measure(runner: Any, mode: str, n: int) -> tuple[float, float, float, float]:
     body = flow(name=f"bench-{mode}", task_runner=runner)(_flow_body(mode, n))
     body()  # warm-up: imports, first connections, table pages
     before = _requests
@@ -76,7 +78,7 @@ def measure(runner: Any, mode: str, n: int) -> tuple[float, float, float]:
     result = body()
     elapsed = time.perf_counter() - start
     assert result == sum(range(1, n + 1))
-    return elapsed, _body_seconds, (_requests - before) / n
+    return elapsed, _body_seconds, (_requests - before) / n, _body_cpu
 
 
 def main(sizes: list[int]) -> None:
@@ -89,21 +91,24 @@ def main(sizes: list[int]) -> None:
     with prefray_test_harness(mode="subprocess"):
         # engine us/task: the flow body (the driver's cost; recording continues in the
         # background); recorded us/task: the whole flow run, until the API holds
-        # every task run's final state.
+        # every task run's final state; main cpu us/task: the CPU time of the flow's
+        # thread in the body (steadier than wall time on a shared machine).
         print(
             f"{'N':>6} {'runner':<11} {'how':<7} {'total s':>8} "
-            f"{'engine us/task':>15} {'recorded us/task':>17} {'req/run':>8}"
+            f"{'engine us/task':>15} {'recorded us/task':>17} {'req/run':>8} "
+            f"{'main cpu us/task':>17}"
         )
         for n in sizes:
             base = plain_loop(n)
             print(f"{n:>6} {'plain loop':<19} {base:>8.4f} {base / n * 1e6:>8.2f}")
             for runner_name, make in runners.items():
                 for mode in ("call", "submit", "map"):
-                    elapsed, body, per_run = measure(make(), mode, n)
+                    elapsed, body, per_run, cpu = measure(make(), mode, n)
                     engine = (body - base) / n * 1e6
                     recorded = (elapsed - base) / n * 1e6
                     row = f"{n:>6} {runner_name:<11} {mode:<7} {elapsed:>8.3f}"
-                    print(f"{row} {engine:>15.1f} {recorded:>17.1f} {per_run:>8.4f}", flush=True)
+                    row += f" {engine:>15.1f} {recorded:>17.1f} {per_run:>8.4f}"
+                    print(f"{row} {cpu / n * 1e6:>17.1f}", flush=True)
 
 
 if __name__ == "__main__":
