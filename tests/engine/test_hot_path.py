@@ -201,3 +201,42 @@ def test_a_flow_run_raises_the_threshold_while_it_runs() -> None:
     watched()
     assert seen == [max(before[0], FLOW_RUN_THRESHOLD)]
     assert gc.get_threshold() == before
+
+
+@pytest.mark.usefixtures("api")
+def test_a_submitted_run_waiting_for_a_pool_thread_is_created_with_its_first_report() -> None:
+    # the creation is held until the run starts (then both travel as one item),
+    # unless the run waits on an upstream: that one is sent at once (Pending, inputs)
+    from prefray.client import get_client
+    from prefray.engine.reporting import get_state_reporter
+    from task_runners import ConcurrentTaskRunner
+
+    release = threading.Event()
+    held: dict[str, bool] = {}
+
+    @task
+    def blocker() -> int:
+        release.wait(10)
+        return 1
+
+    @task
+    def quick(x: int) -> int:
+        return x + 1
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=1))
+    def queued() -> list[int]:
+        first = blocker.submit()
+        waiting = quick.submit(1)  # behind the blocker on the only thread
+        downstream = quick.submit(first)
+        deferred = get_state_reporter()._deferred
+        held["waiting"] = waiting.task_run_id in deferred
+        held["downstream"] = downstream.task_run_id in deferred
+        release.set()
+        return [f.result() for f in (first, waiting, downstream)]
+
+    state = queued(return_state=True)
+    assert state.result() == [1, 2, 2]
+    assert held == {"waiting": True, "downstream": False}
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_id=state.state_details.flow_run_id)
+    assert sorted(r.state_type.value for r in runs) == ["COMPLETED"] * 3
