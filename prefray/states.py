@@ -238,6 +238,13 @@ _DETAILS_DEFAULTS = {
     name: field.default for name, field in StateDetails.model_fields.items()
 }  # all immutable (None / False): a copy of this dict is a valid default StateDetails
 _QUICK_KEYS = frozenset({"name", "message"})
+# the quick path below knows these fields only: a model that changes goes validated
+_QUICK = tuple(State.model_fields) == (
+    "id", "type", "name", "message", "timestamp", "state_details", "data"
+) and tuple(State.__private_attributes__) == ("_value", "_has_value", "_exception") and all(
+    f.default_factory is None and isinstance(f.default, (type(None), bool, int, float, str))
+    for f in StateDetails.model_fields.values()
+)  # fmt: skip
 
 
 def _quick_details() -> StateDetails:
@@ -277,7 +284,7 @@ def _quick_state(state_type: StateType, name: str, message: str | None, fields: 
 
 def _make(state_type: StateType, default_name: str | None = None):
     def constructor(**kwargs: Any) -> State:
-        if kwargs.keys() <= _QUICK_KEYS:
+        if _QUICK and kwargs.keys() <= _QUICK_KEYS:
             # the engine's common case (no details, str name/message): no validation
             name = kwargs.get("name", default_name)
             message = kwargs.get("message")
