@@ -130,23 +130,20 @@ class Task(Generic[R]):
 
     # calling ----------------------------------------------------------------
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs):
-        from prefray.engine import calls
-
+        calls = _calls()
         if self._awaitable_here():
             return _in_thread(calls.call_task, self, args, kwargs, wait_for, return_state)
         return calls.call_task(self, args, kwargs, wait_for, return_state)
 
     def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs):
         """Run on the flow's task runner; a future (a state with `return_state=True`)."""
-        from prefray.engine import calls
-
+        calls = _calls()
         future = calls.submit_task(self, args, kwargs, wait_for)
         return self._hand_back(future.wait_state() if return_state else future)
 
     def map(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs):
         """One run per item of the iterable arguments; a list of futures (or states)."""
-        from prefray.engine import calls
-
+        calls = _calls()
         futures = calls.map_task(self, args, kwargs, wait_for)
         if return_state:
             return self._hand_back([f.wait_state() for f in futures])
@@ -171,6 +168,19 @@ class Task(Generic[R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+
+_calls_module: Any = None
+
+
+def _calls() -> Any:
+    """`prefray.engine.calls`, imported on first use (it imports the engine)."""
+    global _calls_module
+    if _calls_module is None:
+        from prefray.engine import calls
+
+        _calls_module = calls
+    return _calls_module
 
 
 async def _ready(value: Any) -> Any:

@@ -69,6 +69,7 @@ class GatedTaskRunner:
     def __init__(self, runner: Any, gate: threading.Event) -> None:
         self._runner = runner
         self._gate = gate
+        self.reports_here = getattr(runner, "reports_here", False)  # read per submission
 
     def submit(self, call: Any) -> Any:
         if not self._gate.is_set():  # (is_set: no lock taken on the common path)
