@@ -142,7 +142,7 @@ class BatchShipper:
             due = len(self._queue) >= self.batch_size
         if self._thread is None:
             self._start()
-        if due:
+        if due and not self._wake.is_set():  # set() takes the event's lock: once per batch
             self._wake.set()
 
     def pending(self) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prefray.states import ResultReference, State, StateType
+from prefray.utilities.models import construct
 
 __all__ = [
     "ClaimedTaskRun",
@@ -152,7 +153,8 @@ class TaskRunCreate(_Strict):
         """The run this creation makes, as the server will store it (built
         locally: the engine need not wait for the server's answer)."""
         state = self.state
-        return TaskRun.model_construct(
+        return construct(
+            TaskRun,
             id=self.id,
             name=self.name,
             flow_run_id=self.flow_run_id,
@@ -196,7 +198,8 @@ class TaskRun(BaseModel):
     def to_create(self, state: State | None = None) -> TaskRunCreate:
         """The creation request that makes this run (with `state` as its initial
         state); replaying it is harmless, since creation is an upsert."""
-        return TaskRunCreate.model_construct(
+        return construct(
+            TaskRunCreate,
             id=self.id,
             name=self.name,
             flow_run_id=self.flow_run_id,
