@@ -165,9 +165,32 @@ def _growth(rss: RssSampler) -> float:
 
 # ---------------------------------------------------------------- prefray
 def prefray_side(workload: str, n: int) -> dict[str, Any]:
+    timing: dict[str, float] = {}
+    if workload == "startup":
+        _time_ray_init(timing)
     import ray_bench_prefray  # imported here: the startup workload times this import
 
-    return ray_bench_prefray.run(workload, n, START)
+    out = ray_bench_prefray.run(workload, n, START)
+    if "ray_init_s" in timing:
+        out["init_only_s"] = timing["ray_init_s"]
+    return out
+
+
+def _time_ray_init(timing: dict[str, float]) -> None:
+    """Record how long the runner's own `ray.init` takes: it swings by seconds
+    between processes on a busy machine, so startup is also compared without it."""
+    from task_runners.ray import connection
+
+    init = connection._init
+
+    def timed_init(*args: Any, **kwargs: Any) -> None:
+        t0 = time.time()
+        try:
+            init(*args, **kwargs)
+        finally:
+            timing["ray_init_s"] = time.time() - t0
+
+    connection._init = timed_init  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------- driver
@@ -215,6 +238,22 @@ def main(argv: list[str]) -> None:
                 results.setdefault((workload, n), {})[side] = out
                 print(f"  {workload} n={n} {side}: {out}", file=sys.stderr, flush=True)
     print_table(results)
+    print_startup_without_init(results.get(("startup", 0), {}))
+
+
+def print_startup_without_init(sides: dict[str, dict[str, Any]]) -> None:
+    """Startup minus each process's own `ray.init` (raw: its import of Ray and
+    first result; prefray: imports, the flow run, the probe, the first run, the
+    flow's end)."""
+    raw, pre = sides.get("raw", {}), sides.get("prefray", {})
+    if "init_only_s" not in raw or "init_only_s" not in pre:
+        return
+    raw_rest = raw["init_s"] - raw["init_only_s"]
+    pre_rest = pre["first_result_s"] - pre["init_only_s"]
+    print(
+        f"startup without ray.init itself: raw {raw_rest:.3f} s (import ray), prefray "
+        f"{pre_rest:.3f} s (to the first result): {pre_rest - raw_rest:+.3f} s"
+    )
 
 
 def select_cases(only: str, sizes: str) -> list[tuple[str, int]]:
