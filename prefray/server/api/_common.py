@@ -12,7 +12,9 @@ from prefray.server.database import Database
 __all__ = ["DB", "json_response", "lock_rows"]
 
 
-def _database(request: Request) -> Database:
+async def _database(request: Request) -> Database:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a thread
+    # round trip on every request
     return request.app.state.db
 
 
