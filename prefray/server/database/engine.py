@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from prefray.exceptions import ConfigurationError
+from prefray.server.database import onehop
 
 __all__ = ["Database", "json_dumps"]
 
@@ -82,14 +83,17 @@ class Database:
             )
             _install_sqlite_hooks(engine)
             return engine
-        return create_async_engine(
+        engine = create_async_engine(
             parsed,
             echo=echo,
             json_serializer=json_dumps,
             pool_size=10,
             max_overflow=20,
-            pool_pre_ping=True,
+            # no pool_pre_ping: asyncpg's ping is three round trips (BEGIN, ";",
+            # ROLLBACK) on every checkout; `_on_checkout` looks at the socket instead
         )
+        _install_postgres_hooks(engine)
+        return engine
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -116,6 +120,7 @@ class Database:
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        onehop.install(dbapi_connection)  # one thread hop per statement
         # take transaction control away from the driver: `_on_begin` decides
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -134,4 +139,17 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         # reads stay in autocommit (each statement sees a consistent snapshot of
         # its own); writes take the write lock up front
         if conn.get_execution_options().get("prefray_write", False):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # sent with the first statement (one thread hop less), else now
+            if not onehop.defer_begin(conn.connection.dbapi_connection, "BEGIN IMMEDIATE"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _install_postgres_hooks(engine: AsyncEngine) -> None:
+    @sa.event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # a pooled connection whose server went away (restart, idle timeout,
+        # pg_terminate_backend) has seen its socket closed while it sat in the pool:
+        # the pool then replaces it, as pre-ping would, without a round trip
+        raw = getattr(dbapi_connection, "_connection", None)
+        if raw is not None and raw.is_closed():
+            raise sa.exc.DisconnectionError("the pooled connection was closed by the server")
