@@ -126,8 +126,11 @@ class Codec:
         rows: Sequence[tuple[Any, ...]],
     ) -> None:
         if rows:
-            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.params(len(columns))})"
-            await conn.exec_driver_sql(sql, list(rows))
+            await conn.exec_driver_sql(self.insert_sql(table, columns), list(rows))
+
+    def insert_sql(self, table: str, columns: Sequence[str]) -> str:
+        """`INSERT INTO table (columns) VALUES (placeholders)`, for executemany."""
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self.params(len(columns))})"
 
     async def insert_ignore_returning(
         self,

@@ -31,11 +31,13 @@ from prefray.server.database.concurrency import SlotBook
 from prefray.server.database.fastpath import plain_write
 from prefray.server.database.fastsql import Codec, codec_for
 from prefray.server.database.models import (
+    ConcurrencyLimitORM,
     FlowRunORM,
     FlowRunStateORM,
     TaskRunORM,
     TaskRunStateORM,
 )
+from prefray.server.database.onehop import executemany_together
 from prefray.server.database.wire import state_json
 from prefray.server.orchestration import (
     RunKind,
@@ -172,10 +174,10 @@ async def apply_proposals_json(
     """`apply_proposals`, answering each `OrchestrationResult` in its JSON form."""
     codec = codec_for(conn.dialect.name)
     run_ids = list(dict.fromkeys(p.run_id for p in proposals))
-    live = await _load_runs(conn, codec, tables, run_ids, lock_rows)
+    live, any_limits = await _load_runs(conn, codec, tables, run_ids, lock_rows)
     await _load_seen(conn, codec, tables, proposals, live)
     slots = None
-    if tables.kind == "task" and live:  # tag concurrency slots, taken/freed with the states
+    if any_limits and live:  # tag concurrency slots, taken/freed with the states
         slots = await SlotBook.load(conn, proposals, live, lock_rows=lock_rows)
     when = now()
     results: list[dict[str, Any] | None] = []
@@ -294,16 +296,22 @@ async def _load_runs(
     tables: RunTables,
     run_ids: list[uuid.UUID],
     lock_rows: bool,
-) -> dict[uuid.UUID, _Run]:
+) -> tuple[dict[uuid.UUID, _Run], bool]:
+    """The runs, and (task runs only) whether any tag concurrency limit exists: asked
+    in the same statement, so that the usual batch (no limits) needs no query of its
+    own for them."""
     t = tables.run.name
-    flow_run = "flow_run_id" if tables.kind == "task" else "NULL"
+    task = tables.kind == "task"
+    flow_run = "flow_run_id" if task else "NULL"
+    limits = f"EXISTS (SELECT 1 FROM {ConcurrencyLimitORM.__tablename__})" if task else "NULL"
     columns = (
         f"id, state_type, {codec.json_field('state', 'timestamp')}, {codec.as_text('state')}, "
         f"run_count, start_time, end_time, total_run_time, "
-        f"{codec.as_text('empirical_policy')}, {flow_run}"
+        f"{codec.as_text('empirical_policy')}, {flow_run}, {limits}"
     )
     by_key = {codec.uuid(run_id): run_id for run_id in run_ids}
     live: dict[uuid.UUID, _Run] = {}
+    any_limits = False
     flow_run_ids: dict[Any, uuid.UUID | None] = {None: None}
     for chunk in chunks(sorted(by_key)):
         sql = f"SELECT {columns} FROM {t} WHERE id IN ({codec.params(len(chunk))})"
@@ -311,7 +319,8 @@ async def _load_runs(
             # id order: two batches touching the same runs never deadlock
             sql += " ORDER BY id FOR UPDATE"
         for row in await conn.exec_driver_sql(sql, tuple(chunk)):
-            key, state_type, timestamp, text, count, start, end, total, policy, flow = row
+            key, state_type, timestamp, text, count, start, end, total, policy, flow, lim = row
+            any_limits = any_limits or bool(lim)
             if flow not in flow_run_ids:
                 flow_run_ids[flow] = codec.uuid_out(flow)
             live[by_key[key]] = _Run(
@@ -326,7 +335,7 @@ async def _load_runs(
                 total_run_time=total,
                 policy_text=policy,
             )
-    return live
+    return live, any_limits
 
 
 async def _load_seen(
@@ -428,9 +437,13 @@ async def _write(
         values.append(run.key)
         groups.setdefault(tuple(columns), []).append(tuple(values))
     t = tables.run.name
+    statements: list[tuple[str, Sequence[Any]]] = []
     for columns, rows in groups.items():
         marks = codec.params(len(columns)).split(", ")
         sets = ", ".join(f"{c} = {p}" for c, p in zip(columns, marks, strict=True))
         where = codec.params(1, start=len(columns) + 1)
-        await conn.exec_driver_sql(f"UPDATE {t} SET {sets} WHERE id = {where}", rows)
-    await codec.insert_many(conn, tables.history.name, (tables.fk, *_HISTORY_COLUMNS), history)
+        statements.append((f"UPDATE {t} SET {sets} WHERE id = {where}", rows))
+    columns = (tables.fk, *_HISTORY_COLUMNS)
+    statements.append((codec.insert_sql(tables.history.name, columns), history))
+    # one trip to aiosqlite's thread for all of them (one statement at a time elsewhere)
+    await executemany_together(conn, statements)
