@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from typing import Any
 
@@ -59,12 +60,11 @@ async def read_flow_run(conn: AsyncConnection, run_id: uuid.UUID) -> FlowRun | N
 async def create_flow_run(
     conn: AsyncConnection, dialect: str, data: FlowRunCreate
 ) -> tuple[FlowRun, bool]:
-    """Create a flow run; (run, created). A replayed client id returns the existing run."""
-    if data.id is not None:
-        existing = await read_flow_run(conn, data.id)
-        if existing is not None:
-            return existing, False
-    flow_id = await _upsert_flow(conn, dialect, data.flow_name)
+    """Create a flow run; (run, created). A replayed client id returns the existing run.
+
+    Usually two statements: the run's `INSERT ... ON CONFLICT DO NOTHING RETURNING`
+    (its flow's id looked up inside it; nothing returned: a replay, read back), and
+    its first history row. The first run of a new flow also creates the flow."""
     run_id = data.id or uuid.uuid4()
     when = now()
     state = data.state or Pending()
@@ -74,7 +74,6 @@ async def create_flow_run(
     values: dict[str, Any] = {
         "id": run_id,
         "name": data.name or random_run_name(),
-        "flow_id": flow_id,
         "flow_name": data.flow_name,
         "parameters": data.parameters,
         "tags": data.tags,
@@ -88,24 +87,45 @@ async def create_flow_run(
         "updated": when,
         **run_state_columns(decision.new_state, decision.updates),
     }
-    inserted = await conn.execute(insert_ignore(dialect, _RUNS).values(values))
-    if inserted.rowcount == 0:  # a concurrent replay of the same id won the race
+    values["flow_name_"] = data.flow_name  # the flow's id is looked up by the INSERT
+    row = (await conn.execute(_insert_run(dialect), values)).first()
+    if row is None:  # the id exists: a replay (or a concurrent replay won the race)
         existing = await read_flow_run(conn, run_id)
         assert existing is not None
         return existing, False
+    created = row._asdict()
+    if created["flow_id"] is None:  # the flow's first run
+        created["flow_id"] = await _upsert_flow(conn, dialect, data.flow_name)
+        await conn.execute(
+            sa.update(_RUNS).where(_RUNS.c.id == run_id).values(flow_id=created["flow_id"])
+        )
     await conn.execute(
         sa.insert(FLOW_RUNS.history), [history_row(FLOW_RUNS, run_id, decision.new_state)]
     )
-    created = await read_flow_run(conn, run_id)
-    assert created is not None
-    return created, True
+    return FlowRun.model_validate(created), True
+
+
+@functools.cache
+def _insert_run(dialect: str) -> Any:
+    """The run's INSERT, built once: its values are bound at execution (building a
+    statement around 20 literal values cost ~0.3 ms a request)."""
+    flow_id = sa.select(_FLOWS.c.id).where(_FLOWS.c.name == sa.bindparam("flow_name_"))
+    insert = insert_ignore(dialect, _RUNS).values(flow_id=flow_id.scalar_subquery())
+    return insert.returning(*_RUNS.c)
+
+
+async def _flow_id(conn: AsyncConnection, name: str) -> uuid.UUID | None:
+    query = sa.select(_FLOWS.c.id).where(_FLOWS.c.name == name)
+    return (await conn.execute(query)).scalar_one_or_none()
 
 
 async def _upsert_flow(conn: AsyncConnection, dialect: str, name: str) -> uuid.UUID:
     await conn.execute(
         insert_ignore(dialect, _FLOWS).values(id=uuid.uuid4(), name=name, created=now())
     )
-    return (await conn.execute(sa.select(_FLOWS.c.id).where(_FLOWS.c.name == name))).scalar_one()
+    flow_id = await _flow_id(conn, name)
+    assert flow_id is not None
+    return flow_id
 
 
 async def read_flow_runs(conn: AsyncConnection, dialect: str, flt: FlowRunFilter) -> list[FlowRun]:
