@@ -7,16 +7,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pydantic_core
 from fastapi import Response
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prefray.exceptions import ObjectNotFound
-from prefray.schemas import OrchestrationResult, SetStateRequest
+from prefray.schemas import SetStateRequest
 from prefray.server.api._common import json_response, lock_rows
 from prefray.server.database import Database
 from prefray.server.database.queries import read_states
-from prefray.server.database.transitions import Proposal, RunTables, apply_proposals
+from prefray.server.database.transitions import Proposal, RunTables, apply_proposals_json
 from prefray.states import State
 
 __all__ = ["ReadRun", "read_run", "read_run_states", "run_not_found", "set_run_state"]
@@ -24,7 +25,6 @@ __all__ = ["ReadRun", "read_run", "read_run_states", "run_not_found", "set_run_s
 # the storage layer's `read_flow_run` / `read_task_run`: the run, or None
 ReadRun = Callable[[AsyncConnection, uuid.UUID], Awaitable[Any]]
 
-_RESULT = TypeAdapter(OrchestrationResult)
 _STATES = TypeAdapter(list[State])
 
 
@@ -46,12 +46,13 @@ async def set_run_state(
     db: Database, tables: RunTables, run_id: uuid.UUID, body: SetStateRequest
 ) -> Response:
     async with db.write() as conn:
-        [result] = await apply_proposals(
+        [result] = await apply_proposals_json(
             conn, tables, [Proposal(run_id, body.state, body.force)], lock_rows=lock_rows(db)
         )
     if result is None:
         raise run_not_found(tables, run_id)
-    return json_response(_RESULT, result)
+    # the result's JSON form, as `OrchestrationResult` dumps it (no model built for it)
+    return Response(pydantic_core.to_json(result), media_type="application/json")
 
 
 async def read_run_states(
