@@ -5,9 +5,11 @@
 
 Measures task runs created per second (one per request, and in bulk),
 task-run state reports ingested per second (one per request, and batched),
-and task runs created carrying their Running and Completed states (one item
+task runs created carrying their Running and Completed states (one item
 per task run instead of three; answered in full, then with `?answer=minimal`
-as the driver's reporter asks), and prints a table. The server runs in its own
+as the driver's reporter asks), and single-item requests sent one after
+another by one client ("1x1" rows: what a short flow, or each step of a chain
+of dependent tasks, asks), and prints a table. The server runs in its own
 process (`python -m prefray.server`), so client and server do not share a GIL. PostgreSQL is a
 throw-away database on 127.0.0.1:5432, dropped afterwards.
 
@@ -176,6 +178,46 @@ async def _measure(url: str, meter: _Meter, n: int, single: int, workers: int) -
                 r.raise_for_status()
 
 
+async def _measure_one_by_one(url: str, meter: _Meter, single: int) -> None:
+    """Single-item requests sent one after another (a short flow's, or one step of a
+    chain's): server CPU per request of each kind."""
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as c:
+
+        async def ok(method: str, path: str, body: Any = None) -> Any:
+            r = await c.request(method, path, json=body)
+            r.raise_for_status()
+            return r.json()
+
+        flows: list[str] = []
+        with meter.measure("1x1: create flow run", single):
+            for _ in range(single):
+                body = {"id": str(uuid.uuid4()), "flow_name": "one", "parameters": {"x": 1},
+                        "state": {"type": "PENDING"}}  # fmt: skip
+                flows.append((await ok("POST", "/api/flow_runs/", body))["id"])
+        for state in ("RUNNING", "COMPLETED"):
+            with meter.measure(f"1x1: flow run -> {state.title()}", single):
+                for fr in flows:
+                    body = {"state": {"type": state}}
+                    await ok("POST", f"/api/flow_runs/{fr}/set_state", body)
+        tasks: list[str] = []
+        with meter.measure("1x1: create task run", single):
+            for i in range(single):
+                body = {**_task(flows[0], i), "id": str(uuid.uuid4())}
+                tasks.append((await ok("POST", "/api/task_runs/", body))["id"])
+        with meter.measure("1x1: states, Running+Completed", single):
+            for tr in tasks:
+                body = [{"task_run_id": tr, "state": {"type": t}} for t in ("RUNNING", "COMPLETED")]
+                await ok("POST", "/api/task_runs/states?answer=minimal", body)
+        with meter.measure("1x1: create 3 logs", single):
+            for i in range(single):
+                body = [{"level": 20, "message": f"line {i}.{j}", "flow_run_id": flows[0],
+                         "timestamp": "2024-01-01T00:00:00Z"} for j in range(3)]  # fmt: skip
+                await ok("POST", "/api/logs/", body)
+        with meter.measure("1x1: GET flow run", single):
+            for fr in flows:
+                await ok("GET", f"/api/flow_runs/{fr}")
+
+
 async def _create_pg() -> str:
     import asyncpg
 
@@ -198,6 +240,7 @@ def _run(database_url: str | None, args: argparse.Namespace) -> _Meter:
     with _server(database_url) as (url, pid):
         meter = _Meter(pid)
         asyncio.run(_measure(url, meter, args.n, args.single, args.concurrency))
+        asyncio.run(_measure_one_by_one(url, meter, args.single))
     return meter
 
 
