@@ -298,6 +298,26 @@ class StateReporter:
                     self._release_one(item.task_run_id)
             self._shipper.put(item, settings)
 
+    def extend_collected(self, items: list[ReportItem | tuple], settings: Settings) -> None:
+        """`extend` under `settings`, for the Ray runner's monitor: what several
+        workers' `CollectingReporter`s collected, gathered in one wake-up (each
+        run's items in order)."""
+        put = self._shipper.put
+        deferred = self._deferred
+        released = None  # the run whose held creation went last (its items follow)
+        for item in items:
+            if deferred:
+                if isinstance(item, tuple):
+                    run_id = item[0]
+                elif isinstance(item, StateReport):
+                    run_id = item.task_run_id
+                else:
+                    run_id = None
+                if run_id is not None and run_id != released:
+                    self._release_one(run_id)
+                    released = run_id
+            put(item, settings)
+
     def _release_one(self, task_run_id: uuid.UUID) -> None:
         held = self._deferred.pop(task_run_id, None)  # atomic: one caller gets it
         if held is not None:
