@@ -30,6 +30,7 @@ __all__ = ["disarm", "grace_seconds", "is_hard_timeout", "with_hard_deadline"]
 
 _lock = threading.Lock()
 _generation = 0  # which arming the timer belongs to
+_timer_set = False  # whether the timer may be running (read without the lock by `disarm`)
 
 
 def grace_seconds(timeout: float) -> float:
@@ -66,24 +67,28 @@ def _armed(fn: Any, seconds: float) -> Any:
 
 
 def _arm(seconds: float) -> int:
-    global _generation
+    global _generation, _timer_set
     with _lock:
         _generation += 1
+        _timer_set = True
         signal.setitimer(signal.ITIMER_REAL, seconds)
         return _generation
 
 
 def _disarm(token: int | None) -> None:
-    global _generation
+    global _generation, _timer_set
     with _lock:
         if token is None or token == _generation:
             _generation += 1
+            _timer_set = False
             signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def disarm() -> None:
-    """Disarm whatever is armed (the worker's engine is done with the run)."""
-    _disarm(None)
+    """Disarm whatever is armed (the worker's engine is done with the run); no
+    system call when nothing is (a task without a timeout, every run of a map)."""
+    if _timer_set:
+        _disarm(None)
 
 
 def is_hard_timeout(timeout: float | None, elapsed: float) -> bool:

@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 from prefray.engine.reporting import CollectingReporter
+from prefray.settings import get_current_settings, set_process_settings
 from task_runners.ray import deadline
 from task_runners.ray.payload import (
     NotCompleted,
@@ -49,6 +50,10 @@ def execute(head: list[Any], *values: Any) -> tuple[Any, Any]:
     else:
         upstream_values = values
     common = _load_shared(shared_key, shared)
+    if get_current_settings() is not common.settings and _in_worker_process():
+        # the snapshot becomes the worker process's settings (runs of one flow
+        # run share it): the engine then finds it in force, no `use_settings`
+        set_process_settings(common.settings)
     call = _rebuild_call(common, spec, upstream_values)
     reporter = SelfCreatingReporter(call.task_run)
     call.reporter = reporter
@@ -83,6 +88,14 @@ class SelfCreatingReporter(CollectingReporter):
         with self._lock:
             items, self._items = self._items, []
         return items
+
+
+@functools.cache
+def _in_worker_process() -> bool:
+    """Whether Ray runs this as a worker process (never a driver's own settings)."""
+    import ray
+
+    return ray._private.worker.global_worker.mode == ray.WORKER_MODE
 
 
 def _load_shared(key: str, shared: bytes) -> Shared:
