@@ -96,6 +96,27 @@ def test_deferred_creations_ride_with_their_first_report_or_the_flush(
         assert state_names(run.id) == ["Pending"]
 
 
+def test_extend_collected_ships_many_runs_under_the_given_settings(settings: Settings) -> None:
+    """The Ray monitor's entry point: several workers' collected reports in one
+    call, queued under the snapshot passed (not the caller's), each run's held
+    creation released before its first report, order kept per run."""
+    idle = settings.with_overrides(state_batch_interval=3600.0, state_batch_size=10**9)
+    reporter = StateReporter(idle)
+    runs = creates(3)
+    with use_settings(idle):
+        reporter.create_task_runs(runs, defer=True)
+    items: list[tuple] = []
+    for run in runs:
+        items += [(run.id, Running(), False), (run.id, Completed(), False)]
+    reporter.extend_collected(items, idle)  # no settings in force here but the fixture's
+    assert reporter.pending() == 3 + 6 and reporter.requests == 0
+    with use_settings(idle):
+        assert reporter.flush(60)
+    assert reporter.requests == 1  # the creations carried their states
+    for run in runs:
+        assert state_names(run.id) == ["Pending", "Running", "Completed"]
+
+
 def test_order_is_kept_per_task_run(settings: Settings) -> None:
     reporter = StateReporter(settings)
     runs = creates(3)
