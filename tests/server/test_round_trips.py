@@ -49,8 +49,11 @@ async def test_single_requests_make_few_sqlite_trips(
         # INSERT ... RETURNING (the flow's id inside it), history row, COMMIT
         ("POST", "/api/flow_runs/", {"flow_name": "f"}, 3),
         ("GET", f"/api/flow_runs/{fr}", None, 1),
-        # the run; UPDATE and history row together; COMMIT
-        ("POST", f"/api/flow_runs/{fr}/set_state", {"state": {"type": "RUNNING"}}, 3),
+        # the run; UPDATE, history row and COMMIT together
+        ("POST", f"/api/flow_runs/{fr}/set_state", {"state": {"type": "RUNNING"}}, 2),
+        ("POST", f"/api/flow_runs/{fr}/set_state", {"state": {"type": "COMPLETED"}}, 2),
+        # Completed -> Running is rejected, nothing written: the run, COMMIT
+        ("POST", f"/api/flow_runs/{fr}/set_state", {"state": {"type": "RUNNING"}}, 2),
         ("POST", "/api/logs/", [{"level": 20, "message": "m", "timestamp": "2024-01-01T00:00:00Z",
                                  "flow_run_id": fr}], 2),
     ]  # fmt: skip
@@ -59,6 +62,8 @@ async def test_single_requests_make_few_sqlite_trips(
         r = await client.request(method, path, json=body)
         assert r.status_code < 300, r.text
         assert sum(hops.values()) == trips, (path, dict(hops))
+    r = await client.get(f"/api/flow_runs/{fr}")
+    assert r.json()["state_type"] == "COMPLETED"  # committed, the REJECT wrote nothing
     r = await client.post(
         "/api/task_runs/",
         json={"name": "t", "flow_run_id": fr, "task_key": "k", "dynamic_key": "0"},
@@ -68,8 +73,10 @@ async def test_single_requests_make_few_sqlite_trips(
     report = [{"task_run_id": tr, "state": {"type": "RUNNING"}}]
     r = await client.post("/api/task_runs/states", json=report)
     assert r.json()[0]["status"] == "ACCEPT"
-    # the runs (no concurrency limit: no query of their own), UPDATE + history, COMMIT
-    assert sum(hops.values()) == 3, dict(hops)
+    # the runs (no concurrency limit: no query of their own), UPDATE + history + COMMIT
+    assert sum(hops.values()) == 2, dict(hops)
+    r = await client.get(f"/api/task_runs/{tr}")
+    assert r.json()["state_type"] == "RUNNING"  # committed
 
 
 async def test_deferred_begin_still_takes_the_write_lock_up_front(tmp_path: Path) -> None:

@@ -47,7 +47,11 @@ async def set_run_state(
 ) -> Response:
     async with db.write() as conn:
         [result] = await apply_proposals_json(
-            conn, tables, [Proposal(run_id, body.state, body.force)], lock_rows=lock_rows(db)
+            conn,
+            tables,
+            [Proposal(run_id, body.state, body.force)],
+            lock_rows=lock_rows(db),
+            last=True,  # nothing follows in this transaction
         )
     if result is None:
         raise run_not_found(tables, run_id)

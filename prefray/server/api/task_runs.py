@@ -148,7 +148,9 @@ async def report_task_run_states(
     body = parse_body(STATE_REPORTS, await request.body())
     proposals = [Proposal(r.task_run_id, r.state, r.force) for r in body]
     async with db.write() as conn:
-        results = await apply_proposals_json(conn, TASK_RUNS, proposals, lock_rows=lock_rows(db))
+        results = await apply_proposals_json(
+            conn, TASK_RUNS, proposals, lock_rows=lock_rows(db), last=True
+        )
     answers = [
         result
         if result is not None

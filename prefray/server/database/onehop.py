@@ -126,6 +126,9 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     _cursor_cls = OneHopCursor
 
     def commit(self) -> None:
+        if self._connection.prefray_committed:  # by `executemany_together(last=True)`
+            self._connection.prefray_committed = False
+            return
         if self._connection.prefray_begin is not None:
             # no statement ran: the transaction never began, nothing to commit
             self._connection.prefray_begin = None
@@ -134,6 +137,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     def rollback(self) -> None:
         self._connection.prefray_begin = None
+        self._connection.prefray_committed = False
         raw = self._connection._connection
         # reading `in_transaction` from this thread is safe: no call is running on
         # aiosqlite's thread between statements of one connection
@@ -146,6 +150,7 @@ def install(dbapi_connection: Any) -> None:
     if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
         dbapi_connection.__class__ = OneHopConnection
         dbapi_connection._connection.prefray_begin = None
+        dbapi_connection._connection.prefray_committed = False
 
 
 def defer_begin(dbapi_connection: Any, sql: str) -> bool:
@@ -166,8 +171,10 @@ class _Failed(Exception):
         self.index, self.error = index, error
 
 
-def _run_all(conn: Any, begin: str | None, statements: Sequence[tuple[str, Any]]) -> None:
-    """On aiosqlite's thread: several executemany statements in order."""
+def _run_all(
+    conn: Any, begin: str | None, statements: Sequence[tuple[str, Any]], commit: bool
+) -> None:
+    """On aiosqlite's thread: several executemany statements in order (then COMMIT)."""
     if begin is not None:
         conn.execute(begin)
     for index, (operation, rows) in enumerate(statements):
@@ -175,17 +182,27 @@ def _run_all(conn: Any, begin: str | None, statements: Sequence[tuple[str, Any]]
             conn.executemany(operation, rows).close()
         except sqlite3.Error as error:
             raise _Failed(index, error) from error
+    if commit:
+        try:
+            conn.commit()
+        except sqlite3.Error as error:
+            raise _Failed(len(statements), error) from error
 
 
 async def executemany_together(
-    conn: AsyncConnection, statements: Sequence[tuple[str, Sequence[Any]]]
+    conn: AsyncConnection, statements: Sequence[tuple[str, Sequence[Any]]], *, last: bool = False
 ) -> None:
     """`conn.exec_driver_sql(sql, rows)` (an executemany) for each statement in order,
     in a single trip to the thread on one-hop SQLite. For statements whose results
     nobody reads (the UPDATE and history INSERT that end a batch of state reports).
 
     Errors are SQLAlchemy's wrappers of the driver's, as from `exec_driver_sql`;
-    SQLAlchemy's cursor events do not see these statements."""
+    SQLAlchemy's cursor events do not see these statements.
+
+    `last`: the caller's transaction runs nothing after these statements but its
+    commit, which then happens in the same trip (SQLAlchemy's COMMIT that follows
+    costs nothing). Only for a transaction that cannot fail after this call: what
+    is written here stays written."""
     raw = await conn.get_raw_connection()
     adapter = raw.dbapi_connection
     if not isinstance(adapter, OneHopConnection):
@@ -196,9 +213,10 @@ async def executemany_together(
     async with adapter._execute_mutex:
         begin, aio.prefray_begin = aio.prefray_begin, None
         try:
-            await aio._execute(_run_all, aio._conn, begin, statements)
+            await aio._execute(_run_all, aio._conn, begin, statements, last)
         except _Failed as failed:
-            operation, rows = statements[failed.index]
+            operation, rows = (*statements, ("COMMIT", ()))[failed.index]
             raise sa_exc.DBAPIError.instance(
                 operation, list(rows), failed.error, sqlite3.Error, dialect=conn.dialect
             ) from failed.error
+        aio.prefray_committed = last

@@ -170,8 +170,12 @@ async def apply_proposals_json(
     proposals: Sequence[Proposal],
     *,
     lock_rows: bool,
+    last: bool = False,
 ) -> list[dict[str, Any] | None]:
-    """`apply_proposals`, answering each `OrchestrationResult` in its JSON form."""
+    """`apply_proposals`, answering each `OrchestrationResult` in its JSON form.
+
+    `last`: the caller's transaction ends (commits) right after this call, so its
+    final writes may commit in the same trip to SQLite (`onehop.executemany_together`)."""
     codec = codec_for(conn.dialect.name)
     run_ids = list(dict.fromkeys(p.run_id for p in proposals))
     live, any_limits = await _load_runs(conn, codec, tables, run_ids, lock_rows)
@@ -195,7 +199,7 @@ async def apply_proposals_json(
             history.append(_history_values(codec, run, state, as_json))
             if slots is not None:
                 slots.track(proposal.run_id, state)
-    await _write(conn, codec, tables, live, history, when)
+    await _write(conn, codec, tables, live, history, when, last=last and slots is None)
     if slots is not None:
         await slots.write(conn, when)
     return results
@@ -404,6 +408,8 @@ async def _write(
     live: dict[uuid.UUID, _Run],
     history: list[tuple[Any, ...]],
     when: dt.datetime,
+    *,
+    last: bool,
 ) -> None:
     if not history:
         return
@@ -446,4 +452,4 @@ async def _write(
     columns = (tables.fk, *_HISTORY_COLUMNS)
     statements.append((codec.insert_sql(tables.history.name, columns), history))
     # one trip to aiosqlite's thread for all of them (one statement at a time elsewhere)
-    await executemany_together(conn, statements)
+    await executemany_together(conn, statements, last=last)
