@@ -70,6 +70,15 @@ async def test_single_requests_make_few_sqlite_trips(
     )
     tr = r.json()["id"]
     hops.clear()
+    body = {"name": "t", "flow_run_id": fr, "task_key": "k", "dynamic_key": "1"}
+    r = await client.post("/api/task_runs/", json=body)
+    assert r.status_code == 201
+    # the flow run exists, INSERT ... RETURNING, history row + COMMIT
+    assert sum(hops.values()) == 3, dict(hops)
+    hops.clear()
+    r = await client.post("/api/task_runs/", json=body)
+    assert r.status_code == 200  # a replay: read back, then COMMIT on its own
+    hops.clear()
     report = [{"task_run_id": tr, "state": {"type": "RUNNING"}}]
     r = await client.post("/api/task_runs/states", json=report)
     assert r.json()[0]["status"] == "ACCEPT"

@@ -93,7 +93,7 @@ async def create_task_run(request: Request, db: DB) -> Response:
     the stored one."""
     body = _parse_creates(TASK_RUN_CREATE, await request.body())
     async with db.write() as conn:
-        [(run, created)] = await store.create_task_runs_json(conn, db.dialect, [body])
+        [(run, created)] = await store.create_task_runs_json(conn, db.dialect, [body], last=True)
     return _json(run, 201 if created else 200)
 
 
@@ -125,7 +125,9 @@ async def create_task_runs(request: Request, db: DB, answer: Answer = "full") ->
     body = _parse_creates(TASK_RUN_CREATES, await request.body())
     minimal = answer == "minimal"
     async with db.write() as conn:
-        created = await store.create_task_runs_json(conn, db.dialect, body, minimal=minimal)
+        created = await store.create_task_runs_json(
+            conn, db.dialect, body, minimal=minimal, last=True
+        )
     return _json([run for run, _ in created], 201)
 
 

@@ -32,6 +32,7 @@ from prefray.schemas import EmpiricalPolicy, SetStateStatus, TaskRun, TaskRunCre
 from prefray.server.database.fastpath import plain_write
 from prefray.server.database.fastsql import Codec, codec_for, iso_json, json_text
 from prefray.server.database.models import ConcurrencyLimitORM
+from prefray.server.database.onehop import executemany_together
 from prefray.server.database.queries import run_filter_clauses, run_page
 from prefray.server.database.transitions import (
     FLOW_RUNS,
@@ -65,13 +66,22 @@ async def create_task_runs(
 
 
 async def create_task_runs_json(
-    conn: AsyncConnection, dialect: str, items: Sequence[Any], *, minimal: bool = False
+    conn: AsyncConnection,
+    dialect: str,
+    items: Sequence[Any],
+    *,
+    minimal: bool = False,
+    last: bool = False,
 ) -> list[tuple[dict[str, Any] | None, bool]]:
     """`create_task_runs` answering each `TaskRun` as a dict that serializes to its JSON
     (`pydantic_core.to_json`). `items` are `TaskRunCreate`s or their wire twins.
 
     With `minimal`, a run created exactly as sent (new, and its carried states, if
-    any, all written with it) is answered None instead: the client knows it already."""
+    any, all written with it) is answered None instead: the client knows it already.
+
+    `last`: the caller's transaction commits right after this call; when nothing
+    follows the history rows (no replay, no state applied later) the COMMIT goes to
+    SQLite with them (`onehop.executemany_together`)."""
     await _check_flow_runs_exist(conn, items)
     codec = codec_for(dialect)
     when = now()
@@ -90,7 +100,13 @@ async def create_task_runs_json(
         new_flags.append(p.values[0] in inserted)
         inserted.discard(p.values[0])  # a repeated id later in the request is a replay
     history = [row for p, new in zip(prepared, new_flags, strict=True) if new for row in p.history]
-    await codec.insert_many(conn, TASK_RUNS.history.name, _HISTORY_COLUMNS, history)
+    later = any(
+        p.states and not (new and p.coalesced) for p, new in zip(prepared, new_flags, strict=True)
+    )
+    if history:
+        insert = codec.insert_sql(TASK_RUNS.history.name, _HISTORY_COLUMNS)
+        final = last and not later and all(new_flags)  # nothing else to read or write
+        await executemany_together(conn, [(insert, history)], last=final)
     replays = [p.run for p, new in zip(prepared, new_flags, strict=True) if not new]
     existing = await _existing_rows(replays, conn)
     answers = [
