@@ -166,6 +166,15 @@ async def _statement_error(request: Request, exc: Exception) -> JSONResponse:
             headers={"Retry-After": "1"},
             content={"detail": "the database is busy; retry shortly"},
         )
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        # a pooled connection the database dropped (a restart, a network cut): the
+        # pool replaces it; the client's retry (creations and reports are replay-safe)
+        # gets a fresh one
+        return JSONResponse(
+            status_code=503,
+            headers={"Retry-After": "1"},
+            content={"detail": "the database connection was lost; retry shortly"},
+        )
     raise exc
 
 

@@ -140,3 +140,24 @@ async def test_postgres_replaces_a_pooled_connection_the_server_closed(
                 assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
     finally:
         await db.dispose()
+
+
+async def test_a_lost_database_connection_answers_503_for_the_client_to_retry(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """Without pre-ping, a pooled connection the database dropped unnoticed fails the
+    statement that uses it: SQLAlchemy marks the error `connection_invalidated` (and
+    the pool replaces the connection); the app answers 503 + Retry-After, which the
+    client retries, instead of a 500."""
+    import sqlalchemy.exc as sa_exc
+
+    async def dropped() -> None:
+        raise sa_exc.DBAPIError(
+            "SELECT 1", None, ConnectionResetError("connection reset"), connection_invalidated=True
+        )
+
+    app.router.add_api_route("/api/test-dropped-connection", dropped)
+    r = await client.get("/api/test-dropped-connection")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    assert "connection was lost" in r.json()["detail"]
