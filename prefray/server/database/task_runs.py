@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -41,7 +42,7 @@ from prefray.server.database.transitions import (
     apply_proposals_json,
     chunks,
 )
-from prefray.server.database.wire import WireState, state_json
+from prefray.server.database.wire import DEFAULT_STATE_NAMES, WireState, state_json, state_text
 from prefray.server.orchestration import RunSnapshot, RunUpdates, bookkeeping, orchestrate
 from prefray.states import State, StateDetails, StateType, now
 from prefray.utilities.ids import uuid4
@@ -109,17 +110,15 @@ async def create_task_runs_json(
         await executemany_together(conn, [(insert, history)], last=final)
     replays = [p.run for p, new in zip(prepared, new_flags, strict=True) if not new]
     existing = await _existing_rows(replays, conn)
-    answers = [
-        (p.run, True) if new else (existing[_identity(p.run)].model_dump(mode="json"), False)
+    answers: list[tuple[dict[str, Any] | None, bool]] = [
+        (None, True)  # created exactly as sent: its JSON is not even made
+        if new and minimal and (p.coalesced or not p.states)
+        else (p.run, True)
+        if new
+        else (existing[_identity(p.run)].model_dump(mode="json"), False)
         for p, new in zip(prepared, new_flags, strict=True)
     ]
-    answers = await _apply_later(conn, codec, prepared, new_flags, answers)
-    if not minimal:
-        return answers  # type: ignore[return-value]
-    return [
-        (None, True) if new and (p.coalesced or not p.states) else (run, new)
-        for p, new, (run, _) in zip(prepared, new_flags, answers, strict=True)
-    ]
+    return await _apply_later(conn, codec, prepared, new_flags, answers)
 
 
 async def _apply_later(
@@ -127,8 +126,8 @@ async def _apply_later(
     codec: Codec,
     prepared: list[_Prepared],
     new_flags: list[bool],
-    answers: list[tuple[dict[str, Any], bool]],
-) -> list[tuple[dict[str, Any], bool]]:
+    answers: list[tuple[dict[str, Any] | None, bool]],
+) -> list[tuple[dict[str, Any] | None, bool]]:
     """Apply the carried states that were not written with the run (a rule could
     intervene, or the run existed), in request order, and answer those runs as stored.
 
@@ -137,6 +136,7 @@ async def _apply_later(
     proposals: list[Proposal] = []
     for p, new, (run, _) in zip(prepared, new_flags, answers, strict=True):
         if p.states and not (new and p.coalesced):
+            assert run is not None  # answered None only when created as sent
             run_id = uuid.UUID(str(run["id"]))
             proposals.extend(Proposal(run_id, state) for state in p.states)
     if not proposals:
@@ -147,7 +147,10 @@ async def _apply_later(
     for chunk in chunks(ids):
         for row in await conn.execute(sa.select(_RUNS).where(_RUNS.c.id.in_(chunk))):
             stored[row.id] = TaskRun.model_validate(row._asdict()).model_dump(mode="json")
-    return [(stored.get(uuid.UUID(str(run["id"])), run), new) for run, new in answers]
+    return [
+        (stored.get(uuid.UUID(str(run["id"])), run) if run is not None else None, new)
+        for run, new in answers
+    ]
 
 
 async def _limited_tags(conn: AsyncConnection, items: Sequence[Any]) -> frozenset[str]:
@@ -174,29 +177,46 @@ _DEFAULT_POLICY = EmpiricalPolicy().model_dump(mode="json")
 class _Prepared:
     """A new run, ready to insert."""
 
-    run: dict[str, Any]  # its `TaskRun` JSON
     values: tuple[Any, ...]  # its row, in `_COLUMNS` order
     history: list[tuple[Any, ...]]  # its history rows, oldest first
     states: list[Any]  # the carried transitions (`TaskRunCreate.states`)
     coalesced: bool  # whether `values` and `history` already include them
+    # what `run` is made of, made only when asked for (a minimal answer skips it)
+    parts: tuple[Any, ...]
+    made: dict[str, Any] | None = None
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """Its `TaskRun` JSON."""
+        if self.made is None:
+            self.made = _run_json(*self.parts)
+        return self.made
 
 
-# one written state: type, timestamp, transition id, JSON form
-_Step = tuple[StateType, dt.datetime, uuid.UUID | None, dict[str, Any]]
+# one written state: type, timestamp, transition id, and the state (a `State`, a wire
+# state with its name filled in, or a `_NewPending`), dumped only where needed
+_Step = tuple[StateType, dt.datetime, uuid.UUID | None, Any]
+
+
+def _as_json(source: Any) -> dict[str, Any]:
+    return source.as_json() if type(source) is _NewPending else state_json(source)
+
+
+def _as_text(source: Any) -> str:
+    """The stored text of `_as_json(source)` (`json_text` of it)."""
+    return source.as_text() if type(source) is _NewPending else state_text(source)
 
 
 def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str]) -> _Prepared:
     run_id = item.id or uuid4()
     if item.state is None:
-        as_json, updates = _pending(run_id, item.flow_run_id), _EMPTY_UPDATES
-        timestamp = now()
-        as_json["timestamp"] = iso_json(timestamp)
-        first: _Step = (StateType.PENDING, timestamp, None, as_json)
-        expected = timestamp
+        pending = _NewPending(run_id, item.flow_run_id)
+        first: _Step = (StateType.PENDING, pending.timestamp, None, pending)
+        updates, expected = _EMPTY_UPDATES, pending.timestamp
     else:
         state, updates = _initial(run_id, item, created)
         transition_id = state.state_details.transition_id
-        first = (state.type, state.timestamp, transition_id, state.model_dump(mode="json"))
+        first = (state.type, state.timestamp, transition_id, state)
         expected = _scheduled(state) or state.timestamp
     steps = [first]
     states = list(item.states or ())
@@ -204,31 +224,8 @@ def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str])
     if chain is not None:
         steps += chain[0]
         updates = chain[1]
-    state_type, _, _, as_json = steps[-1]
-    policy = item.empirical_policy.model_dump(mode="json")
-    task_inputs = {k: [i.model_dump(mode="json") for i in v] for k, v in item.task_inputs.items()}
-    run: dict[str, Any] = {
-        "id": run_id,
-        "name": item.name,
-        "flow_run_id": item.flow_run_id,
-        "task_key": item.task_key,
-        "dynamic_key": item.dynamic_key,
-        "cache_key": item.cache_key,
-        "cache_expiration": item.cache_expiration,
-        "tags": item.tags,
-        "task_inputs": task_inputs,
-        "empirical_policy": policy,
-        "state": as_json,
-        "state_type": state_type.value,
-        "state_name": as_json["name"],
-        "run_count": updates.run_count,
-        "expected_start_time": expected,
-        "start_time": updates.start_time,
-        "end_time": updates.end_time,
-        "total_run_time": updates.total_run_time,
-        "created": created,
-        "updated": created,
-    }
+    state_type, _, _, final = steps[-1]
+    task_inputs = _task_inputs(item) if item.task_inputs else None
     # the run's times are its states' times (the same objects): each converted once
     stored_ts: dict[int, Any] = {}
 
@@ -241,22 +238,71 @@ def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str])
         return out
 
     key, stamp = codec.uuid(run_id), codec.ts(created)
-    texts = [codec.json(step[3]) for step in steps]
+    texts = [_as_text(step[3]) for step in steps]
     values = (
         key, item.name, codec.uuid(item.flow_run_id), item.task_key, item.dynamic_key,
         item.cache_key, codec.ts(item.cache_expiration),
         codec.json(item.tags) if item.tags else "[]",
         codec.json(task_inputs) if task_inputs else "{}",
-        _POLICY_TEXT if policy == _DEFAULT_POLICY else codec.json(policy),
-        texts[-1], state_type.value, as_json["name"], updates.run_count,
+        _policy_text(codec, item.empirical_policy),
+        texts[-1], state_type.value, final.name, updates.run_count,
         ts(expected), ts(updates.start_time),
         ts(updates.end_time), updates.total_run_time, stamp, stamp,
     )  # fmt: skip
     history = [
-        (key, t.value, j["name"], ts(when), codec.uuid(tid), text)
-        for (t, when, tid, j), text in zip(steps, texts, strict=True)
+        (key, t.value, source.name, ts(when), codec.uuid(tid), text)
+        for (t, when, tid, source), text in zip(steps, texts, strict=True)
     ]
-    return _Prepared(run, values, history, states, chain is not None)
+    parts = (run_id, item, task_inputs, final, state_type, updates, expected, created)
+    return _Prepared(values, history, states, chain is not None, parts)
+
+
+def _run_json(
+    run_id: uuid.UUID,
+    item: Any,
+    task_inputs: dict[str, Any] | None,
+    final: Any,
+    state_type: StateType,
+    updates: RunUpdates,
+    expected: dt.datetime,
+    created: dt.datetime,
+) -> dict[str, Any]:
+    """The `TaskRun` JSON of a run `_row` prepared."""
+    as_json = _as_json(final)
+    return {
+        "id": run_id,
+        "name": item.name,
+        "flow_run_id": item.flow_run_id,
+        "task_key": item.task_key,
+        "dynamic_key": item.dynamic_key,
+        "cache_key": item.cache_key,
+        "cache_expiration": item.cache_expiration,
+        "tags": item.tags,
+        "task_inputs": task_inputs if task_inputs is not None else {},
+        "empirical_policy": item.empirical_policy.model_dump(mode="json"),
+        "state": as_json,
+        "state_type": state_type.value,
+        "state_name": as_json["name"],
+        "run_count": updates.run_count,
+        "expected_start_time": expected,
+        "start_time": updates.start_time,
+        "end_time": updates.end_time,
+        "total_run_time": updates.total_run_time,
+        "created": created,
+        "updated": created,
+    }
+
+
+def _task_inputs(item: Any) -> dict[str, Any]:
+    return {k: [i.model_dump(mode="json") for i in v] for k, v in item.task_inputs.items()}
+
+
+def _policy_text(codec: Codec, policy: EmpiricalPolicy) -> str:
+    """The stored text of a run's policy (the default's, shared, when it equals it)."""
+    if pydantic_core.to_json(policy) == _POLICY_BYTES:
+        return _POLICY_TEXT
+    as_json = policy.model_dump(mode="json")
+    return _POLICY_TEXT if as_json == _DEFAULT_POLICY else codec.json(as_json)
 
 
 def _coalesced(
@@ -273,7 +319,7 @@ def _coalesced(
     that would not ACCEPT): those are applied the normal way after the insert."""
     if limited and not limited.isdisjoint(item.tags):
         return None
-    current, timestamp, transition_id, as_json = first
+    current, timestamp, transition_id, source = first
     seen = {transition_id} - {None}
     steps: list[_Step] = []
     for proposed in item.states:
@@ -285,16 +331,18 @@ def _coalesced(
         if details.flow_run_id is None:
             details.flow_run_id = item.flow_run_id
         plain = plain_write("task", current, proposed, force=False, slots=None)
-        if not plain and not _accepted(item, as_json, updates, seen, proposed, when):
+        if not plain and not _accepted(item, _as_json(source), updates, seen, proposed, when):
             return None
         updates = bookkeeping(
             current, timestamp, updates.run_count, updates.start_time, updates.end_time,
             updates.total_run_time, proposed,
         )  # fmt: skip
-        current, timestamp, as_json = proposed.type, proposed.timestamp, state_json(proposed)
+        if proposed.name is None:
+            proposed.name = DEFAULT_STATE_NAMES[proposed.type]
+        current, timestamp, source = proposed.type, proposed.timestamp, proposed
         if details.transition_id is not None:
             seen.add(details.transition_id)
-        steps.append((current, timestamp, details.transition_id, as_json))
+        steps.append((current, timestamp, details.transition_id, source))
     return steps, updates
 
 
@@ -324,6 +372,7 @@ def _accepted(
 
 
 _POLICY_TEXT = json_text(_DEFAULT_POLICY)
+_POLICY_BYTES = _POLICY_TEXT.encode()
 _EMPTY_UPDATES = RunUpdates(run_count=0, start_time=None, end_time=None, total_run_time=0.0)
 # a new run's default first state, as `Pending()` dumps it; `_pending` fills in the rest
 _PENDING = state_json(WireState(type=StateType.PENDING))
@@ -341,6 +390,60 @@ def _pending(run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> dict[str, Any]
     as_json["id"] = str(uuid4())
     as_json["state_details"] = details
     return as_json
+
+
+def _pending_template() -> tuple[str, ...]:
+    """`json_text` of `_pending(...)` cut around its four varying values (each quoted
+    or null): the text is then joined from them instead of dumped."""
+    as_json = _pending(uuid.UUID(int=0), None)
+    as_json["id"], as_json["timestamp"] = "\x01", "\x02"
+    as_json["state_details"]["flow_run_id"] = "\x03"
+    as_json["state_details"]["task_run_id"] = "\x04"
+    text = json_text(as_json)
+    cuts: list[str] = []
+    for mark in ('"\\u0001"', '"\\u0002"', '"\\u0003"', '"\\u0004"'):
+        before, text = text.split(mark)
+        cuts.append(before)
+    return (*cuts, text)
+
+
+_TEXT = _pending_template()
+
+
+class _NewPending:
+    """A new run's `Pending()`: its `_pending` JSON, or that JSON's text, made on demand."""
+
+    __slots__ = ("flow_run_id", "id", "run_id", "timestamp")
+    name = _PENDING["name"]
+
+    def __init__(self, run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> None:
+        self.run_id, self.flow_run_id = run_id, flow_run_id
+        self.id = uuid4()
+        self.timestamp = now()
+
+    def as_json(self) -> dict[str, Any]:
+        details = dict(_DETAILS)
+        details["task_run_id"] = str(self.run_id)
+        flow_run_id = self.flow_run_id
+        details["flow_run_id"] = str(flow_run_id) if flow_run_id is not None else None
+        as_json = dict(_PENDING)
+        as_json["id"] = str(self.id)
+        as_json["timestamp"] = iso_json(self.timestamp)
+        as_json["state_details"] = details
+        return as_json
+
+    def as_text(self) -> str:
+        flow_run_id = self.flow_run_id
+        flow = f'"{flow_run_id}"' if flow_run_id is not None else "null"
+        a, b, c, d, e = _TEXT
+        return f'{a}"{self.id}"{b}"{iso_json(self.timestamp)}"{c}{flow}{d}"{self.run_id}"{e}'
+
+
+_sample = _NewPending(uuid4(), uuid4())
+assert _sample.as_text() == json_text(_sample.as_json())
+_sample.flow_run_id = None
+assert _sample.as_text() == json_text(_sample.as_json())
+del _sample
 
 
 def _initial(run_id: uuid.UUID, item: Any, created: dt.datetime) -> tuple[State, RunUpdates]:
