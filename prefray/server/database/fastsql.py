@@ -92,7 +92,7 @@ class Codec:
             raise _unstorable(f"a timestamp is out of range: {exc}") from None
         if not self.sqlite:
             return value
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value.isoformat(" ", "microseconds")[:-6]  # less its "+00:00"
 
     def ts_out(self, value: Any) -> dt.datetime | None:
         if value is None or isinstance(value, dt.datetime):
