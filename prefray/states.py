@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import uuid
 from typing import Any
 
@@ -234,12 +235,12 @@ def _default_name(state_type: StateType) -> str:
 
 
 _object_setattr = object.__setattr__
-_DETAILS_DEFAULTS = {
+DETAILS_DEFAULTS = {
     name: field.default for name, field in StateDetails.model_fields.items()
 }  # all immutable (None / False): a copy of this dict is a valid default StateDetails
 _QUICK_KEYS = frozenset({"name", "message"})
 # the quick path below knows these fields only: a model that changes goes validated
-_QUICK = tuple(State.model_fields) == (
+QUICK_STATES = tuple(State.model_fields) == (
     "id", "type", "name", "message", "timestamp", "state_details", "data"
 ) and tuple(State.__private_attributes__) == ("_value", "_has_value", "_exception") and all(
     f.default_factory is None and isinstance(f.default, (type(None), bool, int, float, str))
@@ -250,49 +251,67 @@ _QUICK = tuple(State.model_fields) == (
 def _quick_details() -> StateDetails:
     """`StateDetails()` without validation (the engine makes one per state)."""
     details = StateDetails.__new__(StateDetails)
-    _object_setattr(details, "__dict__", dict(_DETAILS_DEFAULTS))
+    _object_setattr(details, "__dict__", dict(DETAILS_DEFAULTS))
     _object_setattr(details, "__pydantic_fields_set__", set())
     _object_setattr(details, "__pydantic_extra__", None)
     _object_setattr(details, "__pydantic_private__", None)
     return details
 
 
-def _quick_state(state_type: StateType, name: str, message: str | None, fields: set[str]) -> State:
-    """A `State` built as validation would build it from these (already valid)
-    values: the same fields, fields-set and private attributes."""
-    state = State.__new__(State)
+@functools.cache
+def _private_defaults(cls: type[State]) -> dict[str, Any]:
+    return {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
+
+
+def build_valid_state(
+    cls: type[State],
+    state_id: uuid.UUID,
+    state_type: StateType,
+    name: str,
+    message: str | None,
+    timestamp: dt.datetime,
+    fields: frozenset[str],
+) -> State:
+    """A `cls` (State or a subclass) with default details and no data, built from
+    values that are already valid as validation would build it (the same fields,
+    fields-set `fields` and private attributes), without validating: the engine
+    and the Ray monitor make several states per task run. Only where
+    `QUICK_STATES` holds (the models still have the fields this knows)."""
+    state = cls.__new__(cls)
     _object_setattr(
         state,
         "__dict__",
         {
-            "id": uuid4(),
+            "id": state_id,
             "type": state_type,
             "name": name,
             "message": message,
-            "timestamp": now(),
+            "timestamp": timestamp,
             "state_details": _quick_details(),
             "data": None,
         },
     )
-    _object_setattr(state, "__pydantic_fields_set__", fields)
+    _object_setattr(state, "__pydantic_fields_set__", set(fields))
     _object_setattr(state, "__pydantic_extra__", None)
-    _object_setattr(
-        state, "__pydantic_private__", {"_value": None, "_has_value": False, "_exception": None}
-    )
+    _object_setattr(state, "__pydantic_private__", dict(_private_defaults(cls)))
     return state
+
+
+# the fields set of a state made by a constructor below with name/message given
+_SET_BY_NAME = frozenset({"type", "state_details", "name"})
+_SET_BY_NAME_AND_MESSAGE = _SET_BY_NAME | {"message"}
 
 
 def _make(state_type: StateType, default_name: str | None = None):
     def constructor(**kwargs: Any) -> State:
-        if _QUICK and kwargs.keys() <= _QUICK_KEYS:
+        if QUICK_STATES and kwargs.keys() <= _QUICK_KEYS:
             # the engine's common case (no details, str name/message): no validation
             name = kwargs.get("name", default_name)
             message = kwargs.get("message")
             if (name is None or type(name) is str) and (message is None or type(message) is str):
-                fields = {"type", "state_details", "name"}
-                if "message" in kwargs:
-                    fields.add("message")
-                return _quick_state(state_type, name or _DEFAULT_NAMES[state_type], message, fields)
+                fields = _SET_BY_NAME_AND_MESSAGE if "message" in kwargs else _SET_BY_NAME
+                name = name or _DEFAULT_NAMES[state_type]
+                return build_valid_state(State, uuid4(), state_type, name, message, now(), fields)
         kwargs.setdefault("name", default_name)
         details = kwargs.pop("state_details", None) or StateDetails()
         if isinstance(details, dict):

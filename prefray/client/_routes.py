@@ -184,6 +184,18 @@ def read_flow_run_input(id: IdLike, key: str) -> Call[Any]:
 
 
 # task runs --------------------------------------------------------------------
+def _answered(
+    path: str, answer: str, full: TypeAdapter[Any], minimal: TypeAdapter[Any]
+) -> tuple[str, Callable[[bytes], Any]]:
+    """A bulk route's path and answer parser for `answer` ("full" or "minimal": None
+    for each item the server took exactly as sent)."""
+    if answer == "minimal":
+        return f"{path}?answer=minimal", _parse(minimal)
+    if answer == "full":
+        return path, _parse(full)
+    raise InvalidRequest(f"answer must be 'full' or 'minimal', not {answer!r}")
+
+
 def create_task_run(task_run: TaskRunCreate) -> Call[TaskRun]:
     body = _coerce(TaskRunCreate, [task_run])[0].model_dump_json().encode()
     return Call("POST", "/api/task_runs/", _parse(_TASK_RUN), body)
@@ -194,13 +206,8 @@ def create_task_runs(
 ) -> Batch[list[Any]]:
     """`answer="minimal"`: None for each run created exactly as sent (see the route)."""
     items = _coerce(TaskRunCreate, task_runs)
-    if answer == "minimal":
-        path, parse = "/api/task_runs/bulk?answer=minimal", _TASK_RUNS_OR_NONE
-    elif answer == "full":
-        path, parse = "/api/task_runs/bulk", _TASK_RUNS
-    else:
-        raise InvalidRequest(f"answer must be 'full' or 'minimal', not {answer!r}")
-    return Batch(_chunked(path, _TASK_RUN_CREATES, _parse(parse), items))
+    path, parse = _answered("/api/task_runs/bulk", answer, _TASK_RUNS, _TASK_RUNS_OR_NONE)
+    return Batch(_chunked(path, _TASK_RUN_CREATES, parse, items))
 
 
 def read_task_run(id: IdLike) -> Call[TaskRun]:
@@ -224,13 +231,8 @@ def report_task_run_states(
 ) -> Batch[list[Any]]:
     """`answer="minimal"`: None for each report accepted as proposed (see the route)."""
     items = _coerce(StateReport, reports)
-    if answer == "minimal":
-        path, parse = "/api/task_runs/states?answer=minimal", _RESULTS_OR_NONE
-    elif answer == "full":
-        path, parse = "/api/task_runs/states", _RESULTS
-    else:
-        raise InvalidRequest(f"answer must be 'full' or 'minimal', not {answer!r}")
-    return Batch(_chunked(path, _STATE_REPORTS, _parse(parse), items))
+    path, parse = _answered("/api/task_runs/states", answer, _RESULTS, _RESULTS_OR_NONE)
+    return Batch(_chunked(path, _STATE_REPORTS, parse, items))
 
 
 def read_task_run_states(id: IdLike) -> Call[list[State]]:

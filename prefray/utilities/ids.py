@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 
-__all__ = ["uuid4"]
+__all__ = ["uuid4", "uuid_from_int"]
 
 _BLOCK = 1024  # ids per os.urandom call (which also releases the GIL: rarely is better)
 # the bits uuid.UUID(int=..., version=4) forces: RFC 4122 variant, version 4
@@ -40,7 +40,12 @@ def uuid4() -> uuid.UUID:
             break
         except IndexError:
             _refill()
-    value = (value & _CLEAR) | _SET
+    return uuid_from_int((value & _CLEAR) | _SET)
+
+
+def uuid_from_int(value: int) -> uuid.UUID:
+    """`uuid.UUID(int=value)` for a value known to fit in 128 bits, without its
+    argument checks (what the hot paths pay for each id they decode or make)."""
     made = _new(_UUID)
     _setattr(made, "int", value)
     _setattr(made, "is_safe", _UNKNOWN)

@@ -32,13 +32,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import traceback
 import uuid
 from typing import Any
 
 from prefray.schemas import EmpiricalPolicy, TaskRun, TaskRunInput
-from prefray.states import ResultReference, State, StateDetails, StateType
+from prefray.states import (
+    DETAILS_DEFAULTS,
+    QUICK_STATES,
+    ResultReference,
+    State,
+    StateDetails,
+    StateType,
+    build_valid_state,
+)
+from prefray.utilities.ids import uuid_from_int
 
 __all__ = [
     "NotCompleted",
@@ -55,7 +63,6 @@ __all__ = [
 ]
 
 _UTC = dt.timezone.utc
-_DETAIL_DEFAULTS = StateDetails().__dict__
 _SCALARS = frozenset({float, bool, type(None)})
 _SMALL_BYTES = 1024
 
@@ -212,8 +219,8 @@ def encode_state(state: State) -> list[Any]:
     details = state.state_details.__dict__
     changed = (
         None
-        if details == _DETAIL_DEFAULTS  # the common case, one C comparison
-        else {k: v for k, v in details.items() if v != _DETAIL_DEFAULTS[k]}
+        if details == DETAILS_DEFAULTS  # the common case, one C comparison
+        else {k: v for k, v in details.items() if v != DETAILS_DEFAULTS[k]}
     )
     data = state.data
     return [
@@ -229,7 +236,7 @@ def encode_state(state: State) -> list[Any]:
 
 def decode_state(encoded: list[Any], cls: type[State] = State) -> State:
     type_, name, message, timestamp, state_id, details, data = encoded
-    if details or data is not None:  # rare (retries, caching, persisted results): validate
+    if details or data is not None or not QUICK_STATES:  # rare (retries, caching, ...)
         return cls(
             id=uuid.UUID(bytes=state_id),
             type=StateType(type_),
@@ -241,58 +248,28 @@ def decode_state(encoded: list[Any], cls: type[State] = State) -> State:
         )
     # what validating these (our own encode_state's) values builds, without validating:
     # the monitor decodes two or three states per task run
-    state = cls.__new__(cls)
-    _set(
-        state,
-        "__dict__",
-        {
-            "id": _uuid_of(state_id),
-            "type": _STATE_TYPES[type_],
-            "name": name,
-            "message": message,
-            "timestamp": _from_timestamp(timestamp, _UTC),
-            "state_details": _default_details(),
-            "data": None,
-        },
+    return build_valid_state(
+        cls,
+        _uuid_of(state_id),
+        _STATE_TYPES[type_],
+        name,
+        message,
+        _from_timestamp(timestamp, _UTC),
+        _STATE_FIELDS,
     )
-    _set(state, "__pydantic_fields_set__", set(_STATE_FIELDS))
-    _set(state, "__pydantic_extra__", None)
-    _set(state, "__pydantic_private__", dict(_private_defaults(cls)))
-    return state
-
-
-_set = object.__setattr__
-_UNKNOWN = uuid.SafeUUID.unknown
 
 
 def _uuid_of(data: bytes) -> uuid.UUID:
-    """`uuid.UUID(bytes=data)` built from its integer directly (what it costs the
-    monitor: two or three per task run); the same error for a wrong length."""
+    """`uuid.UUID(bytes=data)` without its argument checks (the monitor decodes two or
+    three per task run); the same error for a wrong length."""
     if len(data) != 16:
         raise ValueError("bytes is not a 16-char string")
-    made = object.__new__(uuid.UUID)
-    _set(made, "int", int.from_bytes(data, "big"))
-    _set(made, "is_safe", _UNKNOWN)
-    return made
+    return uuid_from_int(int.from_bytes(data, "big"))
 
 
 _from_timestamp = dt.datetime.fromtimestamp
 _STATE_TYPES = {t.value: t for t in StateType}
 _STATE_FIELDS = frozenset(State.model_fields)
-
-
-def _default_details() -> StateDetails:
-    details = StateDetails.__new__(StateDetails)
-    _set(details, "__dict__", dict(_DETAIL_DEFAULTS))
-    _set(details, "__pydantic_fields_set__", set())
-    _set(details, "__pydantic_extra__", None)
-    _set(details, "__pydantic_private__", None)
-    return details
-
-
-@functools.cache
-def _private_defaults(cls: type[State]) -> dict[str, Any]:
-    return {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
 
 
 def _same_wire(a: State, b: State) -> bool:
