@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from prefray.schemas import TaskRunCreate
-from prefray.server.database.task_runs import _EMPTY_UPDATES, _coalesced
+from prefray.server.database.plain_creates import EMPTY_UPDATES
+from prefray.server.database.task_runs import _coalesced
 from prefray.states import Completed, Failed, Pending, Running, StateType
 
 pytestmark = pytest.mark.anyio
@@ -200,7 +201,7 @@ def test_written_in_one_go_only_when_no_rule_can_intervene(
     create: TaskRunCreate, written: bool
 ) -> None:
     now = dt.datetime.now(dt.timezone.utc)
-    chain = _coalesced(uuid.uuid4(), create, _first(), _EMPTY_UPDATES, now, frozenset({"limited"}))
+    chain = _coalesced(uuid.uuid4(), create, _first(), EMPTY_UPDATES, now, frozenset({"limited"}))
     assert (chain is not None) is written
 
 

@@ -22,6 +22,7 @@ from prefray.schemas import (
 from prefray.server.api._common import DB, json_response, lock_rows
 from prefray.server.api._runs import read_run, read_run_states, set_run_state
 from prefray.server.database import task_runs as store
+from prefray.server.database.plain_creates import parse_plain_creates
 from prefray.server.database.transitions import TASK_RUNS, Proposal, apply_proposals_json
 from prefray.server.database.wire import (
     MAX_BATCH,
@@ -122,8 +123,18 @@ ReportAnswer = Annotated[
 )
 async def create_task_runs(request: Request, db: DB, answer: Answer = "full") -> Response:
     """Create many task runs in one transaction; answers in request order."""
-    body = _parse_creates(TASK_RUN_CREATES, await request.body())
+    raw = await request.body()
     minimal = answer == "minimal"
+    # the usual items (as the reporter sends them) are read without models; any
+    # other body is validated into them (the same rows, answers and errors)
+    plain = parse_plain_creates(raw) if minimal else None
+    if plain is not None:
+        async with db.write() as conn:
+            created = await store.create_plain_task_runs(
+                conn, db.dialect, plain, lambda: _parse_creates(TASK_RUN_CREATES, raw), last=True
+            )
+        return _json([run for run, _ in created], 201)
+    body = _parse_creates(TASK_RUN_CREATES, raw)
     async with db.write() as conn:
         created = await store.create_task_runs_json(
             conn, db.dialect, body, minimal=minimal, last=True

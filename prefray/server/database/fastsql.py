@@ -74,6 +74,10 @@ class Codec:
             return None
         return value.hex if self.sqlite else value
 
+    def uuid_text(self, value: str) -> Any:
+        """`uuid(...)` of a UUID given as its canonical text (lowercase, hyphenated)."""
+        return value.replace("-", "") if self.sqlite else uuid.UUID(value)
+
     def uuid_out(self, value: Any) -> uuid.UUID | None:
         """A stored id as a `uuid.UUID`."""
         if value is None or isinstance(value, uuid.UUID):

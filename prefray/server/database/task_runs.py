@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydantic_core
@@ -31,9 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from prefray.exceptions import ObjectNotFound
 from prefray.schemas import EmpiricalPolicy, SetStateStatus, TaskRun, TaskRunCreate, TaskRunFilter
 from prefray.server.database.fastpath import plain_write
-from prefray.server.database.fastsql import Codec, codec_for, iso_json, json_text
+from prefray.server.database.fastsql import Codec, codec_for
 from prefray.server.database.models import ConcurrencyLimitORM
 from prefray.server.database.onehop import executemany_together
+from prefray.server.database.plain_creates import (
+    EMPTY_UPDATES,
+    POLICY_TEXT,
+    NewPending,
+    PlainCreate,
+    plain_row,
+)
 from prefray.server.database.queries import run_filter_clauses, run_page
 from prefray.server.database.transitions import (
     FLOW_RUNS,
@@ -44,10 +51,16 @@ from prefray.server.database.transitions import (
 )
 from prefray.server.database.wire import DEFAULT_STATE_NAMES, WireState, state_json, state_text
 from prefray.server.orchestration import RunSnapshot, RunUpdates, bookkeeping, orchestrate
-from prefray.states import State, StateDetails, StateType, now
+from prefray.states import State, StateType, now
 from prefray.utilities.ids import uuid4
 
-__all__ = ["create_task_runs", "create_task_runs_json", "read_task_run", "read_task_runs"]
+__all__ = [
+    "create_plain_task_runs",
+    "create_task_runs",
+    "create_task_runs_json",
+    "read_task_run",
+    "read_task_runs",
+]
 
 _RUNS = TASK_RUNS.run
 _EMPTY = RunSnapshot(kind="task", state=None)
@@ -83,7 +96,7 @@ async def create_task_runs_json(
     `last`: the caller's transaction commits right after this call; when nothing
     follows the history rows (no replay, no state applied later) the COMMIT goes to
     SQLite with them (`onehop.executemany_together`)."""
-    await _check_flow_runs_exist(conn, items)
+    await _check_flow_runs_exist(conn, [item.flow_run_id for item in items])
     codec = codec_for(dialect)
     when = now()
     limited = await _limited_tags(conn, items)
@@ -91,15 +104,76 @@ async def create_task_runs_json(
         _row(codec, item, when + dt.timedelta(microseconds=i), limited)
         for i, item in enumerate(items)
     ]
+    return await _store(conn, codec, prepared, lambda i: prepared[i], minimal=minimal, last=last)
+
+
+async def create_plain_task_runs(
+    conn: AsyncConnection,
+    dialect: str,
+    items: Sequence[PlainCreate],
+    validated: Callable[[], Sequence[Any]],
+    *,
+    last: bool = False,
+) -> list[tuple[dict[str, Any] | None, bool]]:
+    """`create_task_runs_json(..., minimal=True)` for creations read by
+    `plain_creates.parse_plain_creates`, with the same rows and answers.
+
+    An item that needs more than the plain path offers (a rule could intervene in its
+    states, a tag of it has a concurrency limit, it is a replay) is taken from
+    `validated()`, the same body validated the usual way, and built as above."""
+    await _check_flow_runs_exist(conn, _flow_run_uuids(items))
+    codec = codec_for(dialect)
+    when = now()
+    limited = await _limited_tags(conn, items)
+    models: list[Sequence[Any]] = []  # `validated()`, once asked for
+
+    def validated_row(i: int) -> _Prepared:
+        if not models:
+            models.append(validated())
+        return _row(codec, models[0][i], when + dt.timedelta(microseconds=i), limited)
+
+    prepared: list[_Prepared] = []
+    for i, item in enumerate(items):
+        row = None
+        if not (limited and item.states and not limited.isdisjoint(item.tags)):
+            row = plain_row(codec, item, when + dt.timedelta(microseconds=i))
+        if row is None:
+            prepared.append(validated_row(i))
+        else:
+            prepared.append(_Prepared(row[0], row[1], item.states, row[2], None))
+
+    def remade(i: int) -> _Prepared:
+        p = prepared[i]
+        return p if p.parts is not None else validated_row(i)
+
+    return await _store(conn, codec, prepared, remade, minimal=True, last=last)
+
+
+async def _store(
+    conn: AsyncConnection,
+    codec: Codec,
+    prepared: list[_Prepared],
+    remade: Callable[[int], _Prepared],
+    *,
+    minimal: bool,
+    last: bool,
+) -> list[tuple[dict[str, Any] | None, bool]]:
+    """Insert the prepared runs and their history, in request order; a run not
+    inserted (a replay) is answered as stored, its carried states applied after.
+    `remade(i)`: run `i` as `_row` prepares it (for a replay of a run prepared
+    otherwise)."""
     inserted = set(
         await codec.insert_ignore_returning(
             conn, _RUNS.name, _COLUMNS, [p.values for p in prepared], "id"
         )
     )
     new_flags: list[bool] = []
-    for p in prepared:
-        new_flags.append(p.values[0] in inserted)
+    for i, p in enumerate(prepared):
+        new = p.values[0] in inserted
+        new_flags.append(new)
         inserted.discard(p.values[0])  # a repeated id later in the request is a replay
+        if not new:
+            prepared[i] = remade(i)
     history = [row for p, new in zip(prepared, new_flags, strict=True) if new for row in p.history]
     later = any(
         p.states and not (new and p.coalesced) for p, new in zip(prepared, new_flags, strict=True)
@@ -119,6 +193,12 @@ async def create_task_runs_json(
         for p, new in zip(prepared, new_flags, strict=True)
     ]
     return await _apply_later(conn, codec, prepared, new_flags, answers)
+
+
+def _flow_run_uuids(items: Sequence[PlainCreate]) -> list[uuid.UUID]:
+    # each distinct id once, in the order of first mention (as the validated items')
+    texts = dict.fromkeys(item.flow_run_id for item in items if item.flow_run_id is not None)
+    return [uuid.UUID(text) for text in texts]
 
 
 async def _apply_later(
@@ -181,38 +261,40 @@ class _Prepared:
     history: list[tuple[Any, ...]]  # its history rows, oldest first
     states: list[Any]  # the carried transitions (`TaskRunCreate.states`)
     coalesced: bool  # whether `values` and `history` already include them
-    # what `run` is made of, made only when asked for (a minimal answer skips it)
-    parts: tuple[Any, ...]
+    # what `run` is made of, made only when asked for (a minimal answer skips it);
+    # None for a run `plain_creates.plain_row` prepared, answered only minimally
+    parts: tuple[Any, ...] | None
     made: dict[str, Any] | None = None
 
     @property
     def run(self) -> dict[str, Any]:
         """Its `TaskRun` JSON."""
         if self.made is None:
+            assert self.parts is not None, "a plain run is answered only minimally"
             self.made = _run_json(*self.parts)
         return self.made
 
 
 # one written state: type, timestamp, transition id, and the state (a `State`, a wire
-# state with its name filled in, or a `_NewPending`), dumped only where needed
+# state with its name filled in, or a `NewPending`), dumped only where needed
 _Step = tuple[StateType, dt.datetime, uuid.UUID | None, Any]
 
 
 def _as_json(source: Any) -> dict[str, Any]:
-    return source.as_json() if type(source) is _NewPending else state_json(source)
+    return source.as_json() if type(source) is NewPending else state_json(source)
 
 
 def _as_text(source: Any) -> str:
     """The stored text of `_as_json(source)` (`json_text` of it)."""
-    return source.as_text() if type(source) is _NewPending else state_text(source)
+    return source.as_text() if type(source) is NewPending else state_text(source)
 
 
 def _row(codec: Codec, item: Any, created: dt.datetime, limited: frozenset[str]) -> _Prepared:
     run_id = item.id or uuid4()
     if item.state is None:
-        pending = _NewPending(run_id, item.flow_run_id)
+        pending = NewPending(run_id, item.flow_run_id)
         first: _Step = (StateType.PENDING, pending.timestamp, None, pending)
-        updates, expected = _EMPTY_UPDATES, pending.timestamp
+        updates, expected = EMPTY_UPDATES, pending.timestamp
     else:
         state, updates = _initial(run_id, item, created)
         transition_id = state.state_details.transition_id
@@ -300,9 +382,9 @@ def _task_inputs(item: Any) -> dict[str, Any]:
 def _policy_text(codec: Codec, policy: EmpiricalPolicy) -> str:
     """The stored text of a run's policy (the default's, shared, when it equals it)."""
     if pydantic_core.to_json(policy) == _POLICY_BYTES:
-        return _POLICY_TEXT
+        return POLICY_TEXT
     as_json = policy.model_dump(mode="json")
-    return _POLICY_TEXT if as_json == _DEFAULT_POLICY else codec.json(as_json)
+    return POLICY_TEXT if as_json == _DEFAULT_POLICY else codec.json(as_json)
 
 
 def _coalesced(
@@ -371,79 +453,9 @@ def _accepted(
     return decision.result.status == SetStateStatus.ACCEPT and decision.new_state is state
 
 
-_POLICY_TEXT = json_text(_DEFAULT_POLICY)
-_POLICY_BYTES = _POLICY_TEXT.encode()
-_EMPTY_UPDATES = RunUpdates(run_count=0, start_time=None, end_time=None, total_run_time=0.0)
-# a new run's default first state, as `Pending()` dumps it; `_pending` fills in the rest
-_PENDING = state_json(WireState(type=StateType.PENDING))
-_DETAILS = StateDetails().model_dump(mode="json")
+_POLICY_BYTES = POLICY_TEXT.encode()
 # no rule applies to a new run's Pending, and it changes no run field but the state
 assert plain_write("task", None, WireState(type=StateType.PENDING), force=False, slots=None)
-
-
-def _pending(run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> dict[str, Any]:
-    """`Pending()` for a new run in JSON form, timestamp left for the caller."""
-    details = dict(_DETAILS)
-    details["task_run_id"] = str(run_id)
-    details["flow_run_id"] = str(flow_run_id) if flow_run_id is not None else None
-    as_json = dict(_PENDING)
-    as_json["id"] = str(uuid4())
-    as_json["state_details"] = details
-    return as_json
-
-
-def _pending_template() -> tuple[str, ...]:
-    """`json_text` of `_pending(...)` cut around its four varying values (each quoted
-    or null): the text is then joined from them instead of dumped."""
-    as_json = _pending(uuid.UUID(int=0), None)
-    as_json["id"], as_json["timestamp"] = "\x01", "\x02"
-    as_json["state_details"]["flow_run_id"] = "\x03"
-    as_json["state_details"]["task_run_id"] = "\x04"
-    text = json_text(as_json)
-    cuts: list[str] = []
-    for mark in ('"\\u0001"', '"\\u0002"', '"\\u0003"', '"\\u0004"'):
-        before, text = text.split(mark)
-        cuts.append(before)
-    return (*cuts, text)
-
-
-_TEXT = _pending_template()
-
-
-class _NewPending:
-    """A new run's `Pending()`: its `_pending` JSON, or that JSON's text, made on demand."""
-
-    __slots__ = ("flow_run_id", "id", "run_id", "timestamp")
-    name = _PENDING["name"]
-
-    def __init__(self, run_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> None:
-        self.run_id, self.flow_run_id = run_id, flow_run_id
-        self.id = uuid4()
-        self.timestamp = now()
-
-    def as_json(self) -> dict[str, Any]:
-        details = dict(_DETAILS)
-        details["task_run_id"] = str(self.run_id)
-        flow_run_id = self.flow_run_id
-        details["flow_run_id"] = str(flow_run_id) if flow_run_id is not None else None
-        as_json = dict(_PENDING)
-        as_json["id"] = str(self.id)
-        as_json["timestamp"] = iso_json(self.timestamp)
-        as_json["state_details"] = details
-        return as_json
-
-    def as_text(self) -> str:
-        flow_run_id = self.flow_run_id
-        flow = f'"{flow_run_id}"' if flow_run_id is not None else "null"
-        a, b, c, d, e = _TEXT
-        return f'{a}"{self.id}"{b}"{iso_json(self.timestamp)}"{c}{flow}{d}"{self.run_id}"{e}'
-
-
-_sample = _NewPending(uuid4(), uuid4())
-assert _sample.as_text() == json_text(_sample.as_json())
-_sample.flow_run_id = None
-assert _sample.as_text() == json_text(_sample.as_json())
-del _sample
 
 
 def _initial(run_id: uuid.UUID, item: Any, created: dt.datetime) -> tuple[State, RunUpdates]:
@@ -501,8 +513,10 @@ async def _existing_rows(
     return out
 
 
-async def _check_flow_runs_exist(conn: AsyncConnection, items: Sequence[TaskRunCreate]) -> None:
-    wanted = list({i.flow_run_id for i in items if i.flow_run_id is not None})
+async def _check_flow_runs_exist(
+    conn: AsyncConnection, flow_run_ids: Sequence[uuid.UUID | None]
+) -> None:
+    wanted = list({i for i in flow_run_ids if i is not None})
     found: set[uuid.UUID] = set()
     t = FLOW_RUNS.run
     for chunk in chunks(wanted):
