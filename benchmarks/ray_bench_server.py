@@ -1,7 +1,8 @@
 """For `ray_bench.py`: the API server with a request counter, and the table.
 
 The server is prefray's own app (`create_app`) on SQLite in a throw-away
-`PREFRAY_HOME`, in a subprocess, behind a pure-ASGI counter of `/api/`
+`PREFRAY_HOME`, in a subprocess set up as `prefray server start` sets up its
+process (`tune_gc`), behind a pure-ASGI counter of `/api/`
 requests; `GET /_bench/requests` answers the count. Counting at the server
 sees every request, from the driver and from every Ray worker.
 """
@@ -86,11 +87,14 @@ def serve(port: int) -> None:
     import uvicorn
 
     from prefray.server.app import create_app
+    from prefray.server.serve import tune_gc
 
     config = uvicorn.Config(
         CountingApp(create_app()), host="127.0.0.1", port=port, log_level="warning"
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    tune_gc()  # as `prefray server start` and the embedded API's process do
+    server.run()
 
 
 # ---------------------------------------------------------------- the table
