@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 
 from prefray.server.api.task_runs import TASK_RUN_CREATES, _parse_creates
 from prefray.server.database import plain_creates, task_runs, transitions
-from prefray.server.database.fastsql import codec_for
+from prefray.server.database.fastsql import codec_for, iso_json, json_ts_of_stored
 from prefray.server.database.plain_creates import parse_plain_creates, plain_row
 
 _T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc)
@@ -109,13 +109,29 @@ def _rows_both_ways(clock: Any, dialect: str, body: bytes) -> list[Any] | None:
     out = []
     for i, (fast, slow) in enumerate(zip(plain, validated, strict=True)):
         clock()
-        made = plain_row(codec, fast, created[i])
+        made = plain_row(codec, fast, codec.ts(created[i]))
         clock()
         p = task_runs._row(codec, slow, created[i], frozenset())
         if made is not None:  # else the route builds it the validated way
             assert made == (p.values, p.history, p.coalesced), i
         out.append(made)
     return out
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_codec_shortcuts_store_what_ts_stores(dialect: str) -> None:
+    codec = codec_for(dialect)
+    starts = [_T0, _T0.replace(microsecond=0), _T0.replace(microsecond=999_990)]
+    starts += [_T0 + dt.timedelta(microseconds=k * 7_919) for k in range(200)]
+    for start in starts:
+        assert codec.ts_steps(start, 20) == [
+            codec.ts(start + dt.timedelta(microseconds=i)) for i in range(20)
+        ]
+        text = iso_json(start)
+        parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00")
+        assert parsed == start and codec.ts_of_json(text, parsed) == codec.ts(start)
+        if dialect == "sqlite":
+            assert json_ts_of_stored(codec.ts(start)) == text
 
 
 def _body(items: Any) -> bytes:

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from prefray.server.database.engine import json_dumps
 
-__all__ = ["Codec", "codec_for"]
+__all__ = ["Codec", "codec_for", "iso_json", "json_text", "json_ts_of_stored"]
 
 _UTC = dt.timezone.utc
 # rows per multi-row INSERT: 20 columns x 1,000 stays under both dialects' limits
@@ -60,6 +60,13 @@ def json_text(value: Any) -> str:
 def iso_json(value: dt.datetime) -> str:
     """A datetime as pydantic writes it in JSON (the wire format of `State`)."""
     return pydantic_core.to_json(value)[1:-1].decode()
+
+
+def json_ts_of_stored(text: str) -> str:
+    """`iso_json` of the UTC datetime SQLite stores as `text` ("YYYY-MM-DD HH:MM:SS.ffffff")."""
+    if text.endswith(".000000"):  # pydantic leaves out a zero fraction
+        return f"{text[:10]}T{text[11:19]}Z"
+    return f"{text[:10]}T{text[11:]}Z"
 
 
 class Codec:
@@ -97,6 +104,23 @@ class Codec:
         if not self.sqlite:
             return value
         return value.isoformat(" ", "microseconds")[:-6]  # less its "+00:00"
+
+    def ts_steps(self, start: dt.datetime, count: int) -> list[Any]:
+        """`[ts(start + i microseconds) for i in range(count)]`, for an aware `start`."""
+        first = self.ts(start)
+        if not self.sqlite or start.microsecond + count > 1_000_000:
+            return [self.ts(start + dt.timedelta(microseconds=i)) for i in range(count)]
+        head, micro = first[:20], start.microsecond  # "YYYY-MM-DD HH:MM:SS."
+        return [f"{head}{micro + i:06d}" for i in range(count)]
+
+    def ts_of_json(self, text: str, value: dt.datetime) -> Any:
+        """`ts(value)` for a UTC datetime whose JSON text (pydantic's: "...SS[.ffffff]Z")
+        is `text`."""
+        if not self.sqlite:
+            return self.ts(value)
+        if len(text) == 27:  # with microseconds
+            return f"{text[:10]} {text[11:26]}"
+        return f"{text[:10]} {text[11:19]}.000000"
 
     def ts_out(self, value: Any) -> dt.datetime | None:
         if value is None or isinstance(value, dt.datetime):

@@ -30,7 +30,7 @@ import pydantic_core
 
 from prefray.schemas import EmpiricalPolicy, TaskRunCreate, TaskRunInput
 from prefray.server.database.fastpath import plain_write
-from prefray.server.database.fastsql import Codec, iso_json, json_text
+from prefray.server.database.fastsql import Codec, codec_for, iso_json, json_text, json_ts_of_stored
 from prefray.server.database.wire import DEFAULT_STATE_NAMES, MAX_BATCH, WireState, state_json
 from prefray.server.orchestration import RunUpdates, bookkeeping
 from prefray.states import StateDetails, StateType, now
@@ -321,17 +321,24 @@ class NewPending:
         as_json["state_details"]["flow_run_id"] = None if flow_run_id is None else str(flow_run_id)
         return as_json
 
-    def as_text(self) -> str:
+    def as_text(self, stored_ts: Any = None) -> str:
+        """The text of `as_json()`; `stored_ts`: its timestamp as a `Codec` stores it
+        (spares formatting it again), if at hand."""
         a, b, c, d, e, f, g, h, i, j, k = _STATE_TEXT
         flow = _quoted(None if self.flow_run_id is None else str(self.flow_run_id))
+        if type(stored_ts) is str:
+            when = json_ts_of_stored(stored_ts)
+        else:
+            when = iso_json(self.timestamp)
         return (
             f'{a}"{self.id}"{b}{_TYPE_TEXT[StateType.PENDING]}{c}{_NAME_TEXT[self.name]}{d}null'
-            f'{e}"{iso_json(self.timestamp)}"{f}{flow}{g}"{self.run_id}"{h}null{i}false{j}false{k}'
+            f'{e}"{when}"{f}{flow}{g}"{self.run_id}"{h}null{i}false{j}false{k}'
         )
 
 
 _sample = NewPending(uuid4(), uuid4())
 assert _sample.as_text() == json_text(_sample.as_json())
+assert _sample.as_text(codec_for("sqlite").ts(_sample.timestamp)) == _sample.as_text()
 _sample.flow_run_id = None
 assert _sample.as_text() == json_text(_sample.as_json())
 del _sample
@@ -339,12 +346,13 @@ del _sample
 
 # --------------------------------------------------------------------- rows
 def plain_row(
-    codec: Codec, item: PlainCreate, created: dt.datetime
+    codec: Codec, item: PlainCreate, stamp: Any
 ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], bool] | None:
     """`item`'s run row, its history rows and whether its states were written with it,
-    as `task_runs._row` makes them; None when a rule could intervene in its states (a
-    Scheduled time to keep, a repeated transition id, a rule that may not ACCEPT) or a
-    tag of it has a concurrency limit (the caller checks tags before)."""
+    as `task_runs._row` makes them for a run created at `stamp` (as stored); None when
+    a rule could intervene in its states (a Scheduled time to keep, a repeated
+    transition id, a rule that may not ACCEPT) or a tag of it has a concurrency limit
+    (the caller checks tags before)."""
     current: StateType = StateType.PENDING
     seen: set[str] = set()
     for state in item.states:
@@ -370,16 +378,15 @@ def plain_row(
         )  # fmt: skip
         current, timestamp = state.type, state.timestamp
     expected = codec.ts(pending.timestamp)
-    history = [(key, "PENDING", pending.name, expected, None, pending.as_text())]
+    history = [(key, "PENDING", pending.name, expected, None, pending.as_text(expected))]
     stored_ts = {id(pending.timestamp): expected}
     for state in item.states:
-        text_ts = stored_ts[id(state.timestamp)] = codec.ts(state.timestamp)
+        text_ts = stored_ts[id(state.timestamp)] = codec.ts_of_json(state.text_ts, state.timestamp)
         text = plain_state_text(state, run_id, item.flow_run_id)
         tid = None if state.transition_id is None else codec.uuid_text(state.transition_id)
         history.append((key, state.type.value, state.name, text_ts, tid, text))
     last = history[-1]
     start, end = updates.start_time, updates.end_time
-    stamp = codec.ts(created)
     values = (
         key, item.name, None if item.flow_run_id is None else codec.uuid_text(item.flow_run_id),
         item.task_key, item.dynamic_key, None, None, item.tags_text, item.task_inputs_text,

@@ -133,14 +133,16 @@ async def create_plain_task_runs(
         return _row(codec, models[0][i], when + dt.timedelta(microseconds=i), limited)
 
     prepared: list[_Prepared] = []
-    for i, item in enumerate(items):
+    for i, stamp in enumerate(codec.ts_steps(when, len(items))):
+        item = items[i]
         row = None
         if not (limited and item.states and not limited.isdisjoint(item.tags)):
-            row = plain_row(codec, item, when + dt.timedelta(microseconds=i))
+            row = plain_row(codec, item, stamp)
         if row is None:
             prepared.append(validated_row(i))
         else:
-            prepared.append(_Prepared(row[0], row[1], item.states, row[2], None))
+            # written with all its states: nothing is left to apply after the insert
+            prepared.append(_Prepared(row[0], row[1], [], True, None))
 
     def remade(i: int) -> _Prepared:
         p = prepared[i]
