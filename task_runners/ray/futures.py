@@ -68,21 +68,35 @@ class RayFuture(PrefrayFuture):
 
     def __init__(self, task_run_id: uuid.UUID, name: str = "") -> None:
         super().__init__(task_run_id, name)
-        self._done = threading.Event()
         self._state: State | None = None
+        self._final = False
         self._callbacks: list[Callable[[PrefrayFuture], Any]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _final and _callbacks
+        # held until the final state is set: waiting is acquiring it (a map makes
+        # one future per run: a threading.Event costs ~2 µs to make, a lock 0.05)
+        self._latch = threading.Lock()
+        self._latch.acquire()
         # the attempt whose refs downstream submissions use (set by the runner)
         self.current: Any = None
 
     def _wait(self, timeout: float | None = None) -> State | None:
-        if not self._done.wait(timeout):
+        if self._final:
+            return self._state
+        if timeout is None:
+            got = self._latch.acquire()
+        elif timeout <= 0:
+            got = self._latch.acquire(False)
+        else:
+            got = self._latch.acquire(True, min(timeout, threading.TIMEOUT_MAX))
+        if got:
+            self._latch.release()  # for the next waiter
+        elif not self._final:  # (another waiter may hold it for an instant)
             return None
         return self._state
 
     def _add_done_callback(self, fn: Callable[[PrefrayFuture], Any]) -> bool:
         with self._lock:
-            if not self._done.is_set():
+            if not self._final:
                 self._callbacks.append(fn)
                 return True
         fn(self)
@@ -91,13 +105,15 @@ class RayFuture(PrefrayFuture):
     def set_final(self, state: State) -> None:
         with self._lock:
             self._state = state
-            self._done.set()
+            first, self._final = not self._final, True
             callbacks, self._callbacks = self._callbacks, []
+        if first:
+            self._latch.release()
         for fn in callbacks:
             fn(self)
 
     def is_final(self) -> bool:
-        return self._done.is_set()
+        return self._final
 
     def __getstate__(self) -> dict[str, Any]:
         # A future cannot travel; what travels is its final state (with its value).
@@ -113,9 +129,9 @@ class RayFuture(PrefrayFuture):
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         self.__dict__.update(data)
-        self._done = threading.Event()
-        self._done.set()
         self._state = data["_final_state"]
+        self._final = True
         self._callbacks = []
         self._lock = threading.Lock()
+        self._latch = threading.Lock()
         self.current = None

@@ -46,8 +46,13 @@ logger = logging.getLogger("prefray.task_runners.ray")
 # attempts, cancellations): bounds the extra latency of a run submitted while
 # others are still running
 POLL_SECONDS = 0.01
-WINDOW = 512  # refs per `ray.wait` when many are watched (see `_refs_to_wait_on`)
-PACE_SECONDS = 0.02  # pause between wake-ups while more than WINDOW are watched (big maps)
+# when many runs are watched, a `ray.wait` looks at the oldest (at least HEAD,
+# twice as many as the last wake-up saw end, at most WINDOW) and at the next
+# WINDOW of the rest in turn (see `_refs_to_wait_on`)
+WINDOW = 256
+HEAD = 64
+MANY = 512  # watched runs from which wake-ups are paced (big maps)
+PACE_SECONDS = 0.02  # pause between wake-ups while more than MANY are watched
 # pause after a wake-up that settled runs while others are still watched: their
 # outcomes gather for the next one instead of costing a wake-up each, and the
 # CPU goes to the workers meanwhile (a chain of 200 quick dependent runs: ~15 %
@@ -66,6 +71,7 @@ class Monitor:
         self._tick = itertools.count()
         self._watched: dict[Any, Attempt] = {}  # state ref -> attempt (monitor thread only)
         self._sweep = 0  # where the next look beyond the oldest watched refs starts
+        self._ended = 0  # runs the last wake-up saw end
         self._cancelling = False
         self._thread = threading.Thread(target=self._run, name="prefray-ray-monitor", daemon=True)
         self._thread.start()
@@ -146,9 +152,9 @@ class Monitor:
 
         refs = self._refs_to_wait_on()
         ready: list[Any] = []
-        if len(refs) > WINDOW:
+        if len(self._watched) > MANY:
             # a big fan-out, paced: after a pause something is over most of the
-            # time, so one look collects it (a `ray.wait` costs ~0.3 µs a ref)
+            # time, so one look collects it (a `ray.wait` costs ~0.15 µs a ref)
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         if not ready:
             timeout = POLL_SECONDS
@@ -159,27 +165,33 @@ class Monitor:
                 return
             if len(refs) > 1:  # everything else that is over by now, in the same wake-up
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        self._ended = len(ready)
         attempts = [self._watched.pop(ref) for ref in ready]
         self._on_done_many(attempts, _fetch(ready))
-        if len(self._watched) > WINDOW:
+        if len(self._watched) > MANY:
             # a big fan-out: let outcomes gather so each wake-up handles a batch
             time.sleep(PACE_SECONDS)
         elif self._watched:
             time.sleep(SETTLE_PAUSE_SECONDS)
 
     def _refs_to_wait_on(self) -> list[Any]:
-        """All watched refs, or, when there are many (a `ray.wait` costs ~0.3 µs
-        per ref), the oldest `WINDOW` (Ray runs roughly in submission order) and
-        the next `WINDOW` of the rest in turn, so a run that ends out of order
-        is seen within a few polls."""
+        """All watched refs, or, when there are many (a `ray.wait` costs ~0.15 µs
+        per ref here, several times that on a busy driver), the oldest (Ray runs
+        end roughly in submission order: in a 10k map, a wake-up's ended runs
+        were all among the oldest 60-130) and the next `WINDOW` of the rest in
+        turn, so a run that ends out of order is seen within a few dozen polls."""
         watched = self._watched
         if len(watched) <= 2 * WINDOW:
             return list(watched)
-        self._sweep += WINDOW
-        if self._sweep >= len(watched):
-            self._sweep = WINDOW
-        head = itertools.islice(watched, WINDOW)
-        return [*head, *itertools.islice(watched, self._sweep, self._sweep + WINDOW)]
+        head = min(WINDOW, max(HEAD, 2 * self._ended))
+        start = max(self._sweep, head)
+        if start >= len(watched):
+            start = head
+        self._sweep = start + WINDOW
+        return [
+            *itertools.islice(watched, head),
+            *itertools.islice(watched, start, start + WINDOW),
+        ]
 
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
@@ -222,7 +234,7 @@ class Monitor:
         if exc is not None:  # Ray's error for this attempt
             self._on_error(attempt, exc, upstreams_final=False)
             return
-        state, reports, value = decode_result(result, RayState)
+        state, reports, value = decode_result(result, RayState, attempt.plan.call.task_run.id)
         call = attempt.plan.call
         if reports:
             with use_settings(call.settings):
@@ -244,7 +256,9 @@ class Monitor:
                 self._guarded(("done", attempt, outcome))
                 continue
             try:
-                state, reports, value = decode_result(result, RayState)
+                state, reports, value = decode_result(
+                    result, RayState, attempt.plan.call.task_run.id
+                )
                 if value is not None:
                     state.with_value(value[0])
                 state = state.keeping_value_in(attempt.value_ref)

@@ -47,6 +47,7 @@ from prefray.states import (
     build_valid_state,
 )
 from prefray.utilities.ids import uuid_from_int
+from prefray.utilities.models import construct
 
 __all__ = [
     "NotCompleted",
@@ -129,8 +130,9 @@ def decode_spec(spec: list[Any], shared: Shared) -> tuple[TaskRun, dict[str, Any
         if inputs
         else {}
     )
-    # validating is ~6x cheaper than model_construct for this model (pydantic 2.14)
-    task_run = TaskRun(
+    # the values are what the driver's validated TaskRun held: no validation again
+    task_run = construct(
+        TaskRun,
         id=_uuid_of(run_id),
         name=name,
         flow_run_id=shared.flow_run_id,
@@ -150,20 +152,35 @@ def decode_spec(spec: list[Any], shared: Shared) -> tuple[TaskRun, dict[str, Any
 
 
 # the result: worker -> driver ----------------------------------------------------------
-def encode_result(final: State, reports: list[Any], exception: Any, value: Any = None) -> list[Any]:
+def encode_result(
+    final: State,
+    reports: list[Any],
+    exception: Any,
+    value: Any = None,
+    run_id: uuid.UUID | None = None,
+) -> list[Any]:
     """[reports, final state (None: the last report's), exception (pickled by Ray,
     rare), small value].
 
     `reports` are what the worker's `CollectingReporter` holds: (task_run_id,
-    state, force) tuples become short lists; anything else (a creation) travels
-    as the object itself. A completed run's value rides along when it is a small
-    scalar (`small_value`): the driver then answers `.result()` without a
-    `ray.get`; the value object stays in the store for downstream tasks."""
+    state, force) tuples become short lists, whose id is None when it is
+    `run_id` (the run the driver submitted knows its own id); anything else (a
+    creation) travels as the object itself. A completed run's value rides along
+    when it is a small scalar (`small_value`): the driver then answers
+    `.result()` without a `ray.get`; the value object stays in the store for
+    downstream tasks."""
     encoded = [
-        [r[0].bytes, encode_state(r[1]), r[2]] if isinstance(r, tuple) else r for r in reports
+        [
+            None if r[0] is run_id or r[0] == run_id else r[0].bytes,
+            encode_state(r[1]),
+            r[2],
+        ]
+        if type(r) is tuple
+        else r
+        for r in reports
     ]
     last = reports[-1] if reports else None
-    same = isinstance(last, tuple) and last[1].id == final.id and _same_wire(last[1], final)
+    same = type(last) is tuple and last[1].id == final.id and _same_wire(last[1], final)
     return [encoded, None if same else encode_state(final), exception, value]
 
 
@@ -181,10 +198,11 @@ def small_value(value: Any) -> list[Any] | None:
 
 
 def decode_result(
-    result: list[Any], state_cls: type[State] = State
+    result: list[Any], state_cls: type[State] = State, run_id: uuid.UUID | None = None
 ) -> tuple[State, list[Any], list[Any] | None]:
     """(final state as `state_cls`, reports for the driver's `StateReporter.extend`,
-    `[value]` when the value rode along, else None).
+    `[value]` when the value rode along, else None). `run_id` is the submitted
+    run's id, which its own reports leave out (see `encode_result`).
 
     The final state is most often the last report's state: it is decoded once,
     as `state_cls`, and the same object is both reported and returned."""
@@ -192,18 +210,24 @@ def decode_result(
     reports: list[Any] = []
     last = len(encoded) - 1
     out: State | None = None
-    run_uuid: uuid.UUID | None = None
+    run_uuid: uuid.UUID | None = run_id
     run_bytes: bytes | None = None
     for i, item in enumerate(encoded):
-        if isinstance(item, list):
-            run_id, state, force = item
-            if run_id != run_bytes:  # a worker reports for its own run: one UUID
-                run_uuid, run_bytes = _uuid_of(run_id), run_id
+        if type(item) is list:
+            item_id, state, force = item
+            if item_id is None:
+                if run_id is None:
+                    raise ValueError("a Ray worker reported for its run, whose id is not known")
+                item_uuid = run_id
+            else:
+                if item_id != run_bytes:  # another run's reports: rare
+                    run_uuid, run_bytes = _uuid_of(item_id), item_id
+                item_uuid = run_uuid
             if i == last and final is None:
                 out = decode_state(state, state_cls)
-                reports.append((run_uuid, out, force))
+                reports.append((item_uuid, out, force))
             else:
-                reports.append((run_uuid, decode_state(state), force))
+                reports.append((item_uuid, decode_state(state), force))
         else:
             reports.append(item)
     if out is None:

@@ -19,7 +19,10 @@ import functools
 import threading
 from typing import Any
 
+from prefray.engine.call import TaskRunCall
 from prefray.engine.reporting import CollectingReporter
+from prefray.engine.task_run import run_task
+from prefray.logging import flush_logs
 from prefray.settings import get_current_settings, set_process_settings
 from task_runners.ray import deadline
 from task_runners.ray.payload import (
@@ -42,8 +45,6 @@ _payloads_lock = threading.Lock()
 def execute(head: list[Any], *values: Any) -> tuple[Any, Any]:
     """`head` is `[shared_key, shared payload (None: it is values[0]), spec]`;
     `values` are the upstream values (see `payload`)."""
-    from prefray.engine.task_run import run_task
-
     shared_key, shared, spec = head
     if shared is None:
         shared, upstream_values = values[0], values[1:]
@@ -61,8 +62,9 @@ def execute(head: list[Any], *values: Any) -> tuple[Any, Any]:
         state = run_task(call, raise_crash=False)  # a BaseException comes back as Crashed
     finally:
         deadline.disarm()
-    _flush_task_logs(common.settings)
-    return _split_result(state, reporter.take())
+    # no records queued: returns at once, no request
+    flush_logs(common.settings.log_flush_timeout)
+    return _split_result(state, reporter.take(), call.task_run.id)
 
 
 class SelfCreatingReporter(CollectingReporter):
@@ -115,9 +117,7 @@ def _load_shared(key: str, shared: bytes) -> Shared:
     return found
 
 
-def _rebuild_call(common: Shared, spec: list[Any], values: tuple[Any, ...]) -> Any:
-    from prefray.engine.call import TaskRunCall
-
+def _rebuild_call(common: Shared, spec: list[Any], values: tuple[Any, ...]) -> TaskRunCall:
     task_run, rest = decode_spec(spec, common)
     parameters, wait_for = rest["parameters"], rest["wait_for"]
     if values:
@@ -159,21 +159,16 @@ def _substitute(expr: Any, futures: list[Any]) -> Any:
     return visit_collection(expr, visit)
 
 
-def _flush_task_logs(settings: Any) -> None:
-    from prefray.logging import flush_logs
-
-    # no records queued: returns at once, no request
-    flush_logs(settings.log_flush_timeout)
-
-
-def _split_result(state: Any, reports: list[Any]) -> tuple[list[Any], Any]:
+def _split_result(state: Any, reports: list[Any], run_id: Any) -> tuple[list[Any], Any]:
     """(the small result the driver fetches, the value object that stays in the store)."""
-    completed_value = state.is_completed() and state.has_value
-    exception = portable_exception(state.exception) if state.exception is not None else None
-    if completed_value:
-        value = state._value
-        return encode_result(state, reports, exception, small_value(value)), value
-    result = encode_result(state, reports, exception)
+    exception = state.exception
+    if exception is not None:
+        exception = portable_exception(exception)
+    if state.has_value and state.is_completed():
+        # (read from the private dict: pydantic's __getattr__ costs ~1.5 us)
+        value = state.__pydantic_private__["_value"]
+        return encode_result(state, reports, exception, small_value(value), run_id), value
+    result = encode_result(state, reports, exception, None, run_id)
     marker = state.copy_for_wire()
     if exception is not None:
         marker.with_exception(exception)
