@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import functools
 import uuid
 from typing import Any
 
@@ -248,19 +247,16 @@ QUICK_STATES = tuple(State.model_fields) == (
 )  # fmt: skip
 
 
-def _quick_details() -> StateDetails:
-    """`StateDetails()` without validation (the engine makes one per state)."""
-    details = StateDetails.__new__(StateDetails)
-    _object_setattr(details, "__dict__", dict(DETAILS_DEFAULTS))
-    _object_setattr(details, "__pydantic_fields_set__", set())
-    _object_setattr(details, "__pydantic_extra__", None)
-    _object_setattr(details, "__pydantic_private__", None)
-    return details
+_new = object.__new__  # BaseModel defines no __new__
+_details_defaults = DETAILS_DEFAULTS.copy
+# per State class: its private attributes' defaults (each state gets a copy)
+_PRIVATE_DEFAULTS: dict[type[State], dict[str, Any]] = {}
 
 
-@functools.cache
-def _private_defaults(cls: type[State]) -> dict[str, Any]:
-    return {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
+def _private_template(cls: type[State]) -> dict[str, Any]:
+    template = {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
+    _PRIVATE_DEFAULTS[cls] = template
+    return template
 
 
 def build_valid_state(
@@ -277,7 +273,14 @@ def build_valid_state(
     fields-set `fields` and private attributes), without validating: the engine
     and the Ray monitor make several states per task run. Only where
     `QUICK_STATES` holds (the models still have the fields this knows)."""
-    state = cls.__new__(cls)
+    # StateDetails() and the state itself, as validation makes them (`__dict__`
+    # and the three slots pydantic models have)
+    details = _new(StateDetails)
+    _object_setattr(details, "__dict__", _details_defaults())
+    _object_setattr(details, "__pydantic_fields_set__", set())
+    _object_setattr(details, "__pydantic_extra__", None)
+    _object_setattr(details, "__pydantic_private__", None)
+    state = _new(cls)
     _object_setattr(
         state,
         "__dict__",
@@ -287,13 +290,14 @@ def build_valid_state(
             "name": name,
             "message": message,
             "timestamp": timestamp,
-            "state_details": _quick_details(),
+            "state_details": details,
             "data": None,
         },
     )
     _object_setattr(state, "__pydantic_fields_set__", set(fields))
     _object_setattr(state, "__pydantic_extra__", None)
-    _object_setattr(state, "__pydantic_private__", dict(_private_defaults(cls)))
+    private = _PRIVATE_DEFAULTS.get(cls) or _private_template(cls)
+    _object_setattr(state, "__pydantic_private__", private.copy())
     return state
 
 
@@ -303,7 +307,13 @@ _SET_BY_NAME_AND_MESSAGE = _SET_BY_NAME | {"message"}
 
 
 def _make(state_type: StateType, default_name: str | None = None):
+    quick_name = default_name or _DEFAULT_NAMES[state_type]
+
     def constructor(**kwargs: Any) -> State:
+        if not kwargs and QUICK_STATES:  # Running(), Completed(): two per task run
+            return build_valid_state(
+                State, uuid4(), state_type, quick_name, None, now(), _SET_BY_NAME
+            )
         if QUICK_STATES and kwargs.keys() <= _QUICK_KEYS:
             # the engine's common case (no details, str name/message): no validation
             name = kwargs.get("name", default_name)

@@ -11,6 +11,12 @@
 
 Transitions that need no decision go to the batched state reporter; the
 server is asked (blocking) only for a cache lookup or a retry.
+
+A plain run (a sync function with no timeout, cache, persisted result,
+completion hook, log_prints, retry of a crashed attempt or concurrency slot:
+what a `.map()` of a trivial task is) takes `run_plain`, the same steps
+written out straight, with none of the machinery it would not use; its first
+exception hands over to the general steps (`handle_exception` onwards).
 """
 
 from __future__ import annotations
@@ -51,18 +57,82 @@ def run_task(call: TaskRunCall, raise_crash: bool = True) -> State:
 
 
 def _run(call: TaskRunCall, raise_crash: bool) -> State:
-    engine = _TaskRunEngine(call)
     try:
-        return engine.run()
+        if _is_plain(call):
+            return _run_plain(call)
+        return _TaskRunEngine(call).run()
     except BaseException as exc:
-        state = engine.handle_crash(exc)
+        state = _TaskRunEngine(call).handle_crash(exc)
         if raise_crash:
             raise
         return state
 
 
+def _is_plain(call: TaskRunCall) -> bool:
+    """Whether `_run_plain` does for this run what the general steps would: a
+    sync function with no timeout, cache key, persisted result, completion hook,
+    log_prints or concurrency slot, on its first attempt."""
+    task = call.task
+    persist = task.persist_result
+    return (
+        not task.isasync
+        and task.timeout_seconds is None
+        and task.cache_key_fn is None
+        and not task.on_completion
+        and not task.log_prints
+        and not call.log_prints
+        and not call.task_run.run_count
+        and not (persist or (persist is None and call.settings.persist_results))
+        and not (
+            call.task_run.tags and needs_slot(call.task_run.tags, call.settings, call.limited_tags)
+        )
+    )
+
+
+def _run_plain(call: TaskRunCall) -> State:
+    """A plain run (`_is_plain`): wait_until_ready, start_attempt, the call,
+    handle_success and finish written out straight, the same states and reports
+    in the same order; an exception hands the run to the general steps."""
+    task, task_run = call.task, call.task_run
+    context = TaskRunContext(
+        settings=call.settings,
+        task=task,
+        task_run=task_run,
+        parameters=call.parameters,
+        log_prints=task.log_prints if task.log_prints is not None else call.log_prints,
+        flow_run_id=call.flow_run_id,
+        flow_name=call.flow_name,
+    )
+    try:
+        args, kwargs = resolve_inputs(call)
+    except UpstreamNotReady as exc:
+        engine = _TaskRunEngine(call, context)
+        return engine.finish(engine.not_ready(exc))
+    reporter = call.reporter or _process_reporter()
+    reporter.report(task_run.id, Running())
+    token = _task_run_context.set(context)
+    error: Exception | None = None
+    try:
+        value = task.fn(*args, **kwargs)
+    except Exception as exc:
+        error = exc
+    finally:
+        _task_run_context.reset(token)
+    if error is not None:
+        return _TaskRunEngine(call, context).after_exception(args, kwargs, error)
+    state = Completed()
+    reporter.report(task_run.id, state)
+    final = state._shallow_copy().with_value(value)  # the reported copy never has it
+    if call.flush_logs:
+        _flush(call.settings, reporter)
+    return final
+
+
+_task_run_context = TaskRunContext._var
+
+
 class _TaskRunEngine:
-    def __init__(self, call: TaskRunCall) -> None:
+    def __init__(self, call: TaskRunCall, context: TaskRunContext | None = None) -> None:
         self.call = call
         self.task = call.task
         self.task_run = call.task_run
@@ -72,7 +142,7 @@ class _TaskRunEngine:
         self.run_count = call.task_run.run_count or 0
         self.cache_key: str | None = None
         self.retry_at: dt.datetime | None = None
-        self.context = TaskRunContext(
+        self.context = context or TaskRunContext(
             settings=call.settings,
             task=call.task,
             task_run=call.task_run,
@@ -84,21 +154,35 @@ class _TaskRunEngine:
 
     def run(self) -> State:
         state = self.wait_until_ready()
+        return self.finish(self.attempts() if state is None else state)
+
+    def attempts(self) -> State:
+        """Start and call until the run has its final state."""
+        state = None
         while state is None:
             state = self.start_attempt()
             if state is None:
                 state = self.call_and_handle()
-        return self.finish(state)
+        return state
+
+    def after_exception(self, args: tuple, kwargs: dict[str, Any], exc: Exception) -> State:
+        """The rest of a plain run whose first attempt raised `exc`."""
+        self.args, self.kwargs, self.run_count = args, kwargs, 1
+        state = self.handle_exception(exc)
+        return self.finish(self.attempts() if state is None else state)
 
     # ready -----------------------------------------------------------------
     def wait_until_ready(self) -> State | None:
         try:
             self.args, self.kwargs = resolve_inputs(self.call)
         except UpstreamNotReady as exc:
-            return Pending(name="NotReady", message=str(exc)).with_exception(exc.as_error())
+            return self.not_ready(exc)
         if self.task.cache_key_fn is not None and not self.task.refresh_cache:
             self.cache_key = self._compute_cache_key()
         return None
+
+    def not_ready(self, exc: UpstreamNotReady) -> State:
+        return Pending(name="NotReady", message=str(exc)).with_exception(exc.as_error())
 
     def _compute_cache_key(self) -> str | None:
         with self.context:
@@ -305,11 +389,15 @@ class _TaskRunEngine:
             run_logger.error("%s%s", state.message, suffix, exc_info=info)
 
     def _flush(self) -> None:
-        from prefray.logging import flush_logs
+        _flush(self.call.settings, self.reporter)
 
-        timeout = self.call.settings.log_flush_timeout
-        flush_logs(timeout)
-        self.reporter.flush(timeout)
+
+def _flush(settings: Any, reporter: Any) -> None:
+    from prefray.logging import flush_logs
+
+    timeout = settings.log_flush_timeout
+    flush_logs(timeout)
+    reporter.flush(timeout)
 
 
 def _failure_state(exc: Exception, timeout: float | None) -> State:

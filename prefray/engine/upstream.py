@@ -36,12 +36,17 @@ class UpstreamNotReady(Exception):
 
 def resolve_inputs(call: TaskRunCall) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Wait for `wait_for` and every future in the parameters; the call's args/kwargs."""
-    for item in call.wait_for or ():
-        resolve_value(item)
-    parameters = {
-        name: value if type(value) in _PLAIN else resolve_value(value)
-        for name, value in call.parameters.items()
-    }
+    if call.wait_for:
+        for item in call.wait_for:
+            resolve_value(item)
+    parameters = call.parameters
+    for value in parameters.values():
+        if type(value) not in _PLAIN:  # else (a .map() item) nothing to resolve
+            parameters = {
+                name: value if type(value) in _PLAIN else resolve_value(value)
+                for name, value in parameters.items()
+            }
+            break
     return parameters_to_args_kwargs(call.task.fn, parameters)
 
 

@@ -40,7 +40,10 @@ def uuid4() -> uuid.UUID:
             break
         except IndexError:
             _refill()
-    return uuid_from_int((value & _CLEAR) | _SET)
+    made = _new(_UUID)  # uuid_from_int, inlined: several ids per task run
+    _setattr(made, "int", (value & _CLEAR) | _SET)
+    _setattr(made, "is_safe", _UNKNOWN)
+    return made
 
 
 def uuid_from_int(value: int) -> uuid.UUID:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
+from pydantic import PrivateAttr
 
 from prefray import flow, task
 from prefray.engine.collector import FLOW_RUN_THRESHOLD, fewer_collections
@@ -27,6 +28,8 @@ from prefray.states import (
     State,
     StateDetails,
     StateType,
+    build_valid_state,
+    now,
 )
 from prefray.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 from prefray.utilities.ids import uuid4
@@ -71,6 +74,56 @@ def test_quick_states_do_not_share_details_and_bad_input_still_fails() -> None:
     assert a.state_details.model_fields_set == {"cache_key"}
     with pytest.raises(ValueError):
         Failed(message=3)  # validated path: a clear error
+
+
+class _SubState(State):
+    _extra: Any = PrivateAttr(default=None)
+    _flag: bool = PrivateAttr(default=True)
+
+
+@pytest.mark.parametrize("cls", [State, _SubState])
+@pytest.mark.parametrize("message", [None, "m"])
+def test_build_valid_state_equals_validated_construction(cls: type[State], message: Any) -> None:
+    state_id, timestamp = uuid4(), now()
+    fields = frozenset(State.model_fields)
+    built = build_valid_state(cls, state_id, StateType.FAILED, "Failed", message, timestamp, fields)
+    validated = cls(
+        id=state_id,
+        type=StateType.FAILED,
+        name="Failed",
+        message=message,
+        timestamp=timestamp,
+        state_details=StateDetails(),
+        data=None,
+    )
+    assert type(built) is cls
+    assert built == validated
+    assert built.__dict__ == validated.__dict__ and list(built.__dict__) == list(validated.__dict__)
+    assert built.model_fields_set == validated.model_fields_set
+    assert built.state_details.__dict__ == validated.state_details.__dict__
+    assert built.state_details.model_fields_set == validated.state_details.model_fields_set
+    assert built.__pydantic_private__ == validated.__pydantic_private__
+    assert built.__pydantic_extra__ == validated.__pydantic_extra__
+    assert built.model_dump_json() == validated.model_dump_json()
+    again = build_valid_state(cls, uuid4(), StateType.FAILED, "Failed", None, timestamp, fields)
+    # nothing mutable is shared between two built states
+    assert again.__pydantic_private__ is not built.__pydantic_private__
+    assert again.model_fields_set is not built.model_fields_set
+    assert again.state_details is not built.state_details
+    assert again.state_details.__dict__ is not built.state_details.__dict__
+    built.with_value(1)
+    built.state_details.cache_key = "k"
+    assert not again.has_value and again.state_details.cache_key is None
+    assert pickle.loads(pickle.dumps(built)) == built
+
+
+def test_a_shallow_copy_keeps_fields_and_payload_but_owns_its_dicts() -> None:
+    state = Completed().with_value([1])
+    copy = state._shallow_copy()
+    assert copy == state and copy.has_value and copy._value is state._value
+    assert copy.state_details is state.state_details  # shared, as documented
+    copy.with_value(2)
+    assert state._value == [1]
 
 
 def test_construct_matches_model_construct() -> None:
