@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 RunKind = Literal["task", "flow"]
+# (read once: an enum member looked up on its class costs a descriptor call each time)
+_RUNNING, _PAUSED, _COMPLETED = StateType.RUNNING, StateType.PAUSED, StateType.COMPLETED
 ALL_TYPES = frozenset(StateType)
 _NOT_TERMINAL = ALL_TYPES - TERMINAL_TYPES
 
@@ -431,27 +433,28 @@ def bookkeeping(
     path can call it without parsing the current state; `new` is a `State` or
     its wire twin (anything with `type`, `timestamp` and `state_details`).
     """
-    was_running = current_type == StateType.RUNNING
-    if new.type == StateType.RUNNING and not was_running:
+    kind, timestamp = new.type, new.timestamp
+    was_running = current_type == _RUNNING
+    if kind == _RUNNING and not was_running:
         # resuming a paused run continues the same attempt
-        if current_type != StateType.PAUSED:
+        if current_type != _PAUSED:
             run_count += 1
         if start_time is None:
-            start_time = new.timestamp
-    if was_running and new.type != StateType.RUNNING and current_timestamp is not None:
-        total_run_time += max(0.0, (new.timestamp - current_timestamp).total_seconds())
-    if new.type in TERMINAL_TYPES:
-        end_time = new.timestamp
+            start_time = timestamp
+    if was_running and kind != _RUNNING and current_timestamp is not None:
+        total_run_time += max(0.0, (timestamp - current_timestamp).total_seconds())
+    if kind in TERMINAL_TYPES:
+        end_time = timestamp
     elif current_type in TERMINAL_TYPES:
         end_time = None
     details = new.state_details
-    record = new.type == StateType.COMPLETED and bool(details.cache_key)
+    record = kind == _COMPLETED and bool(details.cache_key)
     return RunUpdates(
-        run_count=run_count,
-        start_time=start_time,
-        end_time=end_time,
-        total_run_time=total_run_time,
-        cache_key=details.cache_key if record else None,
-        cache_expiration=details.cache_expiration if record else None,
-        record_cache_key=record,
+        run_count,
+        start_time,
+        end_time,
+        total_run_time,
+        details.cache_key if record else None,
+        details.cache_expiration if record else None,
+        record,
     )
