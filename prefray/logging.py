@@ -26,12 +26,13 @@ import datetime as dt
 import io
 import itertools
 import logging
+import operator
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prefray.exceptions import (
@@ -145,6 +146,27 @@ class BatchShipper:
         if due and not self._wake.is_set():  # set() takes the event's lock: once per batch
             self._wake.set()
 
+    def put_many(self, items: list[Any], settings: Settings) -> None:
+        """`put` of each item, in order, under one lock (what one wake-up of a
+        producer gathered)."""
+        if items:
+            self._extend(zip(itertools.repeat(settings), items), len(items))
+
+    def put_pairs(self, pairs: list[tuple[Settings, Any]]) -> None:
+        """`put(item, settings)` of each `(settings, item)`, in order, under one lock."""
+        if pairs:
+            self._extend(pairs, len(pairs))
+
+    def _extend(self, pairs: Iterable[tuple[Settings, Any]], count: int) -> None:
+        with self._lock:
+            self._queue.extend(pairs)
+            self._enqueued += count
+            due = len(self._queue) >= self.batch_size
+        if self._thread is None:
+            self._start()
+        if due and not self._wake.is_set():
+            self._wake.set()
+
     def pending(self) -> int:
         return len(self._queue)
 
@@ -235,8 +257,11 @@ class BatchShipper:
     def _note_done(self, count: int) -> None:
         recovered = self._streak > 0
         with self._lock:
-            for _ in range(count):
-                self._queue.popleft()
+            queue = self._queue
+            if count >= len(queue):
+                queue.clear()
+            else:  # popleft `count` times, looped in C: the producers wait on this lock
+                collections.deque(itertools.starmap(queue.popleft, itertools.repeat((), count)), 0)
             self._done += count
             self._streak = 0
             self._changed.notify_all()
@@ -272,19 +297,14 @@ class BatchShipper:
 
 
 def _groups(batch: list[tuple[Settings, Any]]) -> Iterator[tuple[Settings, list[Any]]]:
-    def same(a: Settings, b: Settings) -> bool:
-        return a is b or a == b
+    """Runs of consecutive items whose settings are equal (`is`, else `==`), in
+    order, each with its settings."""
+    for settings, pairs in itertools.groupby(batch, _first):
+        yield settings, list(map(_second, pairs))
 
-    current: Settings | None = None
-    items: list[Any] = []
-    for settings, item in batch:
-        if current is not None and not same(current, settings):
-            yield current, items
-            items = []
-        current = settings
-        items.append(item)
-    if current is not None:
-        yield current, items
+
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
 
 
 def _reset_after_fork() -> None:

@@ -34,8 +34,9 @@ from prefray.schemas import (
     TaskRunCreate,
 )
 from prefray.settings import Settings, get_current_settings
-from prefray.states import State, StateType
+from prefray.states import State, StateDetails, StateType
 from prefray.utilities.ids import uuid4
+from prefray.utilities.models import copy_with
 
 __all__ = ["CollectingReporter", "ReportItem", "StateReporter", "get_state_reporter"]
 
@@ -98,8 +99,18 @@ def _with_transition_id(state: State) -> State:
     details = state.state_details
     if details.transition_id is None:
         # set once per queued item, so a retried batch is recognised as a replay
-        details.transition_id = uuid4()
+        if _PLAIN_DETAILS:  # what pydantic's setattr does for such a field
+            details.__dict__["transition_id"] = uuid4()
+            details.__pydantic_fields_set__.add("transition_id")
+        else:
+            details.transition_id = uuid4()
     return state
+
+
+# StateDetails' fields are set as plain attributes (no validation, not frozen)
+_PLAIN_DETAILS = not (
+    StateDetails.model_config.get("validate_assignment") or StateDetails.model_config.get("frozen")
+)
 
 
 def _as_report(item: StateReport | tuple) -> StateReport:
@@ -136,40 +147,46 @@ def _may_ride(state: State, force: bool) -> bool:
     return not force and state.type in _CARRIED_TYPES and not state.state_details.cache_key
 
 
+_RUNNING = StateType.RUNNING
+
+
 def _coalesce(items: list[_Queued]) -> tuple[list[TaskRunCreate], list[StateReport], list[int]]:
     """Creations (those whose run's reports follow in this batch carrying them, in
     order, as `states`: one item for the server instead of 1 + n), the remaining
     reports in order, and the indexes of the creations that carry states."""
     creates: list[TaskRunCreate] = []
     reports: list[StateReport] = []
-    riding: dict[uuid.UUID, tuple[int, list[State]]] = {}
+    # keyed by the run id's integer (hashed in C; a UUID's hash is a Python call)
+    riding: dict[int, tuple[int, list[State]]] = {}
     rides: list[tuple[int, list[State]]] = []
-    sent_alone: set[uuid.UUID] = set()  # runs with a report sent on its own: order
+    sent_alone: set[int] = set()  # runs with a report sent on its own: order
     for item in items:
         if isinstance(item, tuple):
             task_run_id, state, force = item
         elif isinstance(item, TaskRunCreate):
-            if _may_carry(item) and item.id not in sent_alone:
-                riding[item.id] = (len(creates), [])  # type: ignore[index]
-                rides.append(riding[item.id])  # type: ignore[index]
+            if _may_carry(item) and item.id.int not in sent_alone:  # type: ignore[union-attr]
+                ride = riding[item.id.int] = (len(creates), [])  # type: ignore[union-attr]
+                rides.append(ride)
             creates.append(item)
             continue
         else:
             task_run_id, state, force = item.task_run_id, item.state, item.force
         _with_transition_id(state)
-        ride = riding.get(task_run_id)
+        key = task_run_id.int
+        ride = riding.get(key)
         if ride is not None and _may_ride(state, force):
             ride[1].append(state)
-            if state.type != StateType.RUNNING:
-                del riding[task_run_id]  # a state after a terminal one needs its answer
+            if state.type != _RUNNING:
+                del riding[key]  # a state after a terminal one needs its answer
         else:
-            riding.pop(task_run_id, None)
-            sent_alone.add(task_run_id)
+            if ride is not None:
+                del riding[key]
+            sent_alone.add(key)
             reports.append(_as_report(item))
     carrying = []
     for index, states in rides:
         if states:
-            creates[index] = creates[index].model_copy(update={"states": states})
+            creates[index] = copy_with(creates[index], {"states": states})
             carrying.append(index)
     return creates, reports, carrying
 
@@ -259,6 +276,7 @@ class StateReporter:
         # creations held back until their run's first report (or a flush), so that
         # a mapped run's creation and its states travel as one item
         self._deferred: dict[uuid.UUID, tuple[TaskRunCreate, Settings]] = {}
+        self._releasing = threading.Lock()  # see extend_collected
         atexit.register(self._release_deferred)  # runs before the shipper's exit flush
 
     def _send(self, settings: Settings, items: list[_Queued]) -> None:
@@ -274,11 +292,9 @@ class StateReporter:
         `.map()` uses it, so N mapped runs cost the API N items, not 3N."""
         settings = get_current_settings()
         if defer:
-            for create in creates:
-                self._deferred[create.id] = (create, settings)  # type: ignore[index]
+            self._deferred.update((create.id, (create, settings)) for create in creates)
             return
-        for create in creates:
-            self._shipper.put(create, settings)
+        self._shipper.put_many(list(creates), settings)
 
     def report(self, task_run_id: uuid.UUID, state: State, force: bool = False) -> None:
         """Queue a transition; no I/O here. Do not change `state` afterwards."""
@@ -289,43 +305,48 @@ class StateReporter:
     def extend(self, items: Iterable[ReportItem | tuple]) -> None:
         """Queue what a `CollectingReporter` drained (a worker's reports, as
         `StateReport`s or `(task_run_id, state, force)`), in order."""
-        settings = get_current_settings()
-        for item in items:
-            if self._deferred:
-                if isinstance(item, tuple):
-                    self._release_one(item[0])
-                elif isinstance(item, StateReport):
-                    self._release_one(item.task_run_id)
-            self._shipper.put(item, settings)
+        self.extend_collected(list(items), get_current_settings())
 
     def extend_collected(self, items: list[ReportItem | tuple], settings: Settings) -> None:
         """`extend` under `settings`, for the Ray runner's monitor: what several
         workers' `CollectingReporter`s collected, gathered in one wake-up (each
-        run's items in order)."""
-        put = self._shipper.put
-        deferred = self._deferred
-        released = None  # the run whose held creation went last (its items follow)
-        for item in items:
-            if deferred:
+        run's items in order). Queued in one step, each held creation just before
+        its run's first item."""
+        if not self._deferred:
+            self._shipper.put_many(items, settings)
+            return
+        # under the lock that `flush` takes first: a creation taken from the held
+        # ones here is queued before a concurrent flush counts what it waits for
+        with self._releasing:
+            pairs: list[tuple[Settings, Any]] = []
+            take = self._deferred.pop
+            released = None  # the run whose held creation went last (its items follow)
+            for item in items:
                 if isinstance(item, tuple):
                     run_id = item[0]
                 elif isinstance(item, StateReport):
                     run_id = item.task_run_id
                 else:
                     run_id = None
-                if run_id is not None and run_id != released:
-                    self._release_one(run_id)
+                if run_id is not None and run_id is not released:  # one UUID per run
+                    held = take(run_id, None)  # atomic: one caller gets it
+                    if held is not None:
+                        pairs.append((held[1], held[0]))
                     released = run_id
-            put(item, settings)
+                pairs.append((settings, item))
+            self._shipper.put_pairs(pairs)
 
     def _release_one(self, task_run_id: uuid.UUID) -> None:
-        held = self._deferred.pop(task_run_id, None)  # atomic: one caller gets it
-        if held is not None:
-            self._shipper.put(*held)
+        with self._releasing:
+            held = self._deferred.pop(task_run_id, None)  # atomic: one caller gets it
+            if held is not None:
+                self._shipper.put(*held)
 
     def _release_deferred(self) -> None:
-        for task_run_id in list(self._deferred):
-            self._release_one(task_run_id)
+        with self._releasing:
+            take = self._deferred.pop
+            held = [take(task_run_id, None) for task_run_id in list(self._deferred)]
+            self._shipper.put_pairs([(h[1], h[0]) for h in held if h is not None])
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything queued before the call (held creations

@@ -1,4 +1,5 @@
-"""`construct`: pydantic's `model_construct` for the engine's hot path.
+"""`construct` and `copy_with`: pydantic's `model_construct` and
+`model_copy(update=...)` for the engine's hot path.
 
 `Model.model_construct(**values)` walks every field in Python (aliases,
 defaults) on each call: about 5 µs for a task run's models, several times
@@ -6,7 +7,9 @@ per task run. `construct(Model, **values)` builds the same instance (the same
 `__dict__` in field order, `model_fields_set` = the names given, defaults
 for the others) from a per-class plan made once. Models it does not cover
 (aliases, extra="allow", a post-init hook, missing required fields) go to
-`model_construct` itself.
+`model_construct` itself. `copy_with(model, update)` is `model.model_copy(update=
+update)` without `copy.copy` and its dispatch (the reporter's sender makes one
+per mapped task run).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import enum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
-__all__ = ["construct"]
+__all__ = ["construct", "copy_with"]
 
 M = TypeVar("M", bound=BaseModel)
 _IMMUTABLE = (type(None), bool, int, float, str, bytes, enum.Enum, frozenset)
@@ -77,3 +81,27 @@ def construct(cls: type[M], **values: Any) -> M:
     _object_setattr(model, "__pydantic_extra__", None)
     _object_setattr(model, "__pydantic_private__", None)
     return model
+
+
+def copy_with(model: M, update: dict[str, Any]) -> M:
+    """`model.model_copy(update=update)`: a shallow copy with the fields in `update`
+    replaced (not validated) and counted as set."""
+    if model.model_config.get("extra") == "allow":
+        return model.model_copy(update=update)
+    copied = _new(type(model))
+    fields = model.__dict__.copy()
+    fields.update(update)
+    _object_setattr(copied, "__dict__", fields)
+    extra = model.__pydantic_extra__
+    _object_setattr(copied, "__pydantic_extra__", None if extra is None else extra.copy())
+    fields_set = set(model.__pydantic_fields_set__)
+    fields_set.update(update)
+    _object_setattr(copied, "__pydantic_fields_set__", fields_set)
+    private = model.__pydantic_private__
+    if private is not None:
+        private = {k: v for k, v in private.items() if v is not PydanticUndefined}
+    _object_setattr(copied, "__pydantic_private__", private)
+    return copied
+
+
+_new = object.__new__  # BaseModel defines no __new__

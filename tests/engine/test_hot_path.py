@@ -33,7 +33,7 @@ from prefray.states import (
 )
 from prefray.utilities.callables import get_call_parameters, parameters_to_args_kwargs
 from prefray.utilities.ids import uuid4
-from prefray.utilities.models import construct
+from prefray.utilities.models import construct, copy_with
 
 
 def _validated(state_type: StateType, **kwargs: Any) -> State:
@@ -147,6 +147,25 @@ def test_construct_matches_model_construct() -> None:
     a, b = construct(TaskRun, **short), construct(TaskRun, **short)
     assert a.tags == [] and a.tags is not b.tags  # mutable defaults: one per instance
     assert a.model_fields_set == set(short)
+
+
+def test_copy_with_matches_model_copy_with_update() -> None:
+    states = [Running(), Completed()]
+    create = TaskRunCreate(id=uuid.uuid4(), name="t-1", task_key="k", dynamic_key="1")
+    for model, update in [
+        (create, {"states": states}),
+        (Completed().with_value(3), {"name": "Cached", "message": "m"}),
+        (StateDetails(cache_key="c"), {"transition_id": uuid.uuid4()}),
+    ]:
+        a, b = model.model_copy(update=update), copy_with(model, update)
+        assert type(a) is type(b)
+        assert a.__dict__ == b.__dict__ and list(a.__dict__) == list(b.__dict__)
+        assert a.model_fields_set == b.model_fields_set
+        assert a.__pydantic_extra__ == b.__pydantic_extra__
+        assert a.__pydantic_private__ == b.__pydantic_private__
+        assert b.__dict__ is not model.__dict__
+        assert b.model_fields_set is not model.model_fields_set
+    assert create.states is None  # the original is left as it was
 
 
 def _bound(fn: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -293,3 +312,19 @@ def test_a_submitted_run_waiting_for_a_pool_thread_is_created_with_its_first_rep
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_id=state.state_details.flow_run_id)
     assert sorted(r.state_type.value for r in runs) == ["COMPLETED"] * 3
+
+
+def test_a_transition_id_is_set_once_as_pydantic_sets_a_field() -> None:
+    from prefray.engine.reporting import _with_transition_id
+
+    state = Running()
+    _with_transition_id(state)
+    details = state.state_details
+    first = details.transition_id
+    assert first is not None and first.version == 4
+    _with_transition_id(state)
+    assert details.transition_id is first  # a replay keeps its id
+    other = StateDetails()
+    other.transition_id = first
+    assert other == details and other.model_fields_set == details.model_fields_set
+    assert other.model_dump_json() == details.model_dump_json()

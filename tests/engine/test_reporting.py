@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,89 @@ def test_extend_collected_ships_many_runs_under_the_given_settings(settings: Set
     assert reporter.requests == 1  # the creations carried their states
     for run in runs:
         assert state_names(run.id) == ["Pending", "Running", "Completed"]
+
+
+def test_extend_collected_queues_each_held_creation_just_before_its_runs_first_item(
+    settings: Settings,
+) -> None:
+    idle = settings.with_overrides(state_batch_interval=3600.0, state_batch_size=10**9)
+    later = idle.with_overrides(log_flush_timeout=idle.log_flush_timeout + 1)  # another snapshot
+    reporter = StateReporter(idle)
+    a, b, c, never = creates(4)
+    (d,) = creates(1)
+    with use_settings(idle):
+        reporter.create_task_runs([a, b, c, never], defer=True)
+    a_running, b_running, a_done, d_running, b_done = (
+        Running(),
+        Running(),
+        Completed(),
+        Running(),
+        Completed(),
+    )
+    c_running = StateReport(task_run_id=c.id, state=Running())
+    c_done = StateReport(task_run_id=c.id, state=Completed())
+    items: list = [
+        (a.id, a_running, False),
+        (b.id, b_running, False),
+        c_running,
+        (a.id, a_done, False),
+        d,  # a creation a worker sent along (not held here)
+        (d.id, d_running, False),
+        (b.id, b_done, False),
+        c_done,
+    ]
+    reporter.extend_collected(items, later)
+    queued = list(reporter._shipper._queue)
+    assert [(s is idle, item) for s, item in queued] == [
+        (True, a),
+        (False, items[0]),
+        (True, b),
+        (False, items[1]),
+        (True, c),
+        (False, c_running),
+        (False, items[3]),
+        (False, d),
+        (False, items[5]),
+        (False, items[6]),
+        (False, c_done),
+    ]
+    assert all(s is later for s, item in queued if item not in (a, b, c))
+    assert list(reporter._deferred) == [never.id]  # still held: no report of its own
+    with use_settings(idle):
+        assert reporter.flush(60)
+    for run in (a, b, c, d):
+        assert state_names(run.id) == ["Pending", "Running", "Completed"][: 2 if run is d else 3]
+    assert state_names(never.id) == ["Pending"]
+
+
+def test_a_flush_meanwhile_waits_for_the_creations_extend_collected_took(
+    settings: Settings,
+) -> None:
+    # a creation taken from the held ones is queued before a concurrent flush
+    # counts what it waits for: every run exists once the flush returns
+    idle = settings.with_overrides(state_batch_interval=3600.0, state_batch_size=10**9)
+    reporter = StateReporter(idle)
+    runs = creates(600)
+    with use_settings(idle):
+        reporter.create_task_runs(runs, defer=True)
+    started = threading.Event()
+
+    def monitor() -> None:
+        for i in range(0, len(runs), 20):
+            reporter.extend_collected([(r.id, Running(), False) for r in runs[i : i + 20]], idle)
+            started.set()
+
+    thread = threading.Thread(target=monitor)
+    thread.start()
+    started.wait(10)
+    with use_settings(idle):
+        assert reporter.flush(60)
+        with get_client(sync_client=True) as client:
+            stored = client.read_task_runs(task_key=runs[0].task_key, limit=1000)
+    thread.join(10)
+    assert len(stored) == len(runs)
+    with use_settings(idle):
+        assert reporter.flush(60)
 
 
 def test_order_is_kept_per_task_run(settings: Settings) -> None:

@@ -8,6 +8,7 @@ test_api_logging.py and tests/engine/test_reporting.py.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -190,3 +191,67 @@ def test_a_forked_child_starts_empty_with_its_own_thread() -> None:
     release.set()
     assert answer == b"ok"
     assert s.flush(5) and sent == ["parent"]
+
+
+def test_put_many_and_put_pairs_queue_as_puts_would() -> None:
+    rec = Recorder()
+    s = shipper(rec)
+    s.put(0, S1)
+    s.put_many([1, 2], S1)
+    s.put_many([], S2)  # nothing: no item, no split
+    s.put_pairs([(S2, 3), (S1, 4), (S1, 5)])
+    s.put_pairs([])
+    s.put(6, S1)
+    assert s.pending() == 7
+    assert s.flush(5)
+    assert [(st.api_url[-1], b) for st, b in rec.batches] == [
+        ("1", [0, 1, 2]),
+        ("2", [3]),
+        ("1", [4, 5, 6]),
+    ]
+
+
+def test_put_many_wakes_the_sender_when_a_batch_is_due() -> None:
+    rec = Recorder()
+    s = shipper(rec, batch_size=10)  # the interval (10 s) would not send them in time
+    s.put_many(list(range(9)), S1)
+    time.sleep(0.3)
+    assert rec.items == []  # not due yet
+    s.put_many([9, 10], S1)
+    deadline = time.monotonic() + 5
+    while rec.items != list(range(11)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rec.items == list(range(11))
+
+
+def test_groups_split_only_where_the_settings_differ() -> None:
+    def reference(batch: list[tuple[Settings, Any]]) -> list[tuple[Settings, list[Any]]]:
+        out: list[tuple[Settings, list[Any]]] = []
+        for settings, item in batch:
+            if out and (out[-1][0] is settings or out[-1][0] == settings):
+                out[-1][1].append(item)
+            else:
+                out.append((settings, [item]))
+        return out
+
+    rng = random.Random(4)
+    choices = [S1, S2, Settings(api_url="http://127.0.0.1:1")]  # the third equals S1
+    for _ in range(200):
+        batch = [(rng.choice(choices), i) for i in range(rng.randint(0, 12))]
+        got = list(plog._groups(batch))
+        want = reference(batch)
+        assert len(got) == len(want)
+        for (settings, items), (wanted_settings, wanted_items) in zip(got, want, strict=True):
+            assert settings == wanted_settings and items == wanted_items
+
+
+def test_a_sent_part_leaves_the_rest_queued_in_order() -> None:
+    # the sender takes at most max_request_items per request; what it sent leaves
+    # the head of the queue, what was put meanwhile stays behind it
+    rec = Recorder()
+    s = shipper(rec, max_request_items=3)
+    s.put_many(list(range(8)), S1)
+    assert s.flush(5)
+    assert rec.items == list(range(8))
+    assert [len(b) for _, b in rec.batches] == [3, 3, 2]
+    assert s.pending() == 0
