@@ -216,6 +216,15 @@ def test_plain_rows_are_the_validated_rows(clock: Any, dialect: str, case: str) 
         assert None not in made
 
 
+def test_a_repeated_key_is_read_as_the_validated_path_reads_it(clock: Any) -> None:
+    """JSON objects with a key twice: both readers keep the last value."""
+    item = json.dumps(_item(FR, "0"))[1:-1]
+    body = f'[{{"name": 5, "states": [{{"type": "BOGUS"}}], {item}}}]'.encode()
+    made = _rows_both_ways(clock, "sqlite", body)
+    assert made is not None and made[0] is not None
+    assert parse_plain_creates(f'[{{{item}, "name": 5}}]'.encode()) is None
+
+
 def test_a_repeated_transition_id_is_left_to_the_validated_path(clock: Any) -> None:
     running = _state("RUNNING", 1)
     again = {**_state("COMPLETED", 2), "state_details": running["state_details"]}
@@ -404,7 +413,8 @@ async def test_bad_items_get_the_validated_paths_errors(
 async def test_bodies_that_are_not_json_lists_get_the_same_errors(
     client: httpx.AsyncClient,
 ) -> None:
-    for content in (b"", b"[{", b"{}", b"null", b"[1]", b'[{"name": NaN}]'):
+    junk = [b"", b"[{", b"{}", b"null", b"[1]", b'[{"name": NaN}]', b"\xff\xfe\x00"]
+    for content in (*junk, b"[" * 5000 + b"]" * 5000):
         answers = [
             await client.post(path, content=content, headers={"content-type": "application/json"})
             for path in ("/api/task_runs/bulk?answer=minimal", "/api/task_runs/bulk")

@@ -36,7 +36,15 @@ from prefray.server.orchestration import RunUpdates, bookkeeping
 from prefray.states import StateDetails, StateType, now
 from prefray.utilities.ids import uuid4
 
-__all__ = ["POLICY_TEXT", "NewPending", "PlainCreate", "parse_plain_creates", "plain_row"]
+__all__ = [
+    "EMPTY_UPDATES",
+    "NewPending",
+    "POLICY_TEXT",
+    "PlainCreate",
+    "PlainState",
+    "parse_plain_creates",
+    "plain_row",
+]
 
 _DEFAULT_POLICY = EmpiricalPolicy().model_dump(mode="json")
 POLICY_TEXT = json_text(_DEFAULT_POLICY)  # the stored text of the default policy
@@ -55,7 +63,9 @@ _POLICY_KEYS = frozenset(EmpiricalPolicy.model_fields)
 # details a plain state may set (the others must be null or absent)
 _ID_DETAILS = ("flow_run_id", "task_run_id", "transition_id")
 _FLAG_DETAILS = ("pause_reschedule", "untrackable_result")
-_MAX_STATES = 100  # TaskRunCreate.states' max_length
+_MAX_STATES = next(  # TaskRunCreate.states' max_length
+    m.max_length for m in TaskRunCreate.model_fields["states"].metadata if hasattr(m, "max_length")
+)
 
 
 class PlainState:
@@ -107,7 +117,7 @@ def parse_plain_creates(body: bytes) -> list[PlainCreate] | None:
     """The body's creations, when every one is of the plain shape; else None."""
     try:
         items = pydantic_core.from_json(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if type(items) is not list or len(items) > MAX_BATCH:
         return None
