@@ -54,12 +54,22 @@ EMPTY_UPDATES = RunUpdates(run_count=0, start_time=None, end_time=None, total_ru
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z\Z")
 _TYPES = {t.value: t for t in StateType}
-_CREATE_KEYS = frozenset(TaskRunCreate.model_fields)
-_STATE_KEYS = frozenset(WireState.model_fields)
+# the fields each reader below knows what to do with: a field added to a model must be
+# handled here too (or the plain reader would drop it), hence the checks
+_CREATE_KEYS = frozenset(
+    ("id", "name", "flow_run_id", "task_key", "dynamic_key", "cache_key", "cache_expiration",
+     "tags", "task_inputs", "empirical_policy", "state", "states")
+)  # fmt: skip
+_STATE_KEYS = frozenset(("id", "type", "name", "message", "timestamp", "state_details", "data"))
+_INPUT_KEYS = frozenset(("input_type", "id"))
+_POLICY_KEYS = frozenset(("retries", "retry_delay", "retry_jitter_factor"))
+assert _CREATE_KEYS == set(TaskRunCreate.model_fields)
+assert _STATE_KEYS == set(WireState.model_fields)
+assert _INPUT_KEYS == set(TaskRunInput.model_fields)
+assert _POLICY_KEYS == set(EmpiricalPolicy.model_fields)
+# (any detail but these must be null: the stored text is made from StateDetails' own)
 _DETAILS_KEYS = frozenset(StateDetails.model_fields)
-_INPUT_KEYS = frozenset(TaskRunInput.model_fields)
 _INPUT_TYPES = frozenset(typing.get_args(TaskRunInput.model_fields["input_type"].annotation))
-_POLICY_KEYS = frozenset(EmpiricalPolicy.model_fields)
 # details a plain state may set (the others must be null or absent)
 _ID_DETAILS = ("flow_run_id", "task_run_id", "transition_id")
 _FLAG_DETAILS = ("pause_reschedule", "untrackable_result")
