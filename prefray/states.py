@@ -184,6 +184,13 @@ class State(BaseModel):
         return bool(private.get("_has_value")) if private is not None else False
 
     @property
+    def held_value(self) -> Any:
+        """The value attached with `with_value` (None when there is none: see
+        `has_value`); `result()` is the public way to the value."""
+        private = self.__pydantic_private__
+        return private.get("_value") if private is not None else None
+
+    @property
     def exception(self) -> BaseException | None:
         private = self.__pydantic_private__
         return private.get("_exception") if private is not None else None

@@ -328,3 +328,13 @@ def test_a_transition_id_is_set_once_as_pydantic_sets_a_field() -> None:
     other.transition_id = first
     assert other == details and other.model_fields_set == details.model_fields_set
     assert other.model_dump_json() == details.model_dump_json()
+
+
+def test_held_value_is_what_with_value_attached() -> None:
+    state = Completed()
+    assert state.held_value is None and not state.has_value
+    assert state.with_value(0).held_value == 0 == state._value and state.has_value
+    copy = pickle.loads(pickle.dumps(state))
+    assert copy.held_value == 0
+    bare = State.model_construct(type=StateType.COMPLETED)  # no private dict at all
+    assert bare.held_value is None
