@@ -14,7 +14,7 @@ server is asked (blocking) only for a cache lookup or a retry.
 
 A plain run (a sync function with no timeout, cache, persisted result,
 completion hook, log_prints, retry of a crashed attempt or concurrency slot:
-what a `.map()` of a trivial task is) takes `run_plain`, the same steps
+what a `.map()` of a trivial task is) takes `_run_plain`, the same steps
 written out straight, with none of the machinery it would not use; its first
 exception hands over to the general steps (`handle_exception` onwards).
 """
@@ -94,15 +94,7 @@ def _run_plain(call: TaskRunCall) -> State:
     handle_success and finish written out straight, the same states and reports
     in the same order; an exception hands the run to the general steps."""
     task, task_run = call.task, call.task_run
-    context = TaskRunContext(
-        settings=call.settings,
-        task=task,
-        task_run=task_run,
-        parameters=call.parameters,
-        log_prints=task.log_prints if task.log_prints is not None else call.log_prints,
-        flow_run_id=call.flow_run_id,
-        flow_name=call.flow_name,
-    )
+    context = _run_context(call)
     try:
         args, kwargs = resolve_inputs(call)
     except UpstreamNotReady as exc:
@@ -142,15 +134,7 @@ class _TaskRunEngine:
         self.run_count = call.task_run.run_count or 0
         self.cache_key: str | None = None
         self.retry_at: dt.datetime | None = None
-        self.context = context or TaskRunContext(
-            settings=call.settings,
-            task=call.task,
-            task_run=call.task_run,
-            parameters=call.parameters,
-            log_prints=_log_prints(call),
-            flow_run_id=call.flow_run_id,
-            flow_name=call.flow_name,
-        )
+        self.context = _run_context(call) if context is None else context
 
     def run(self) -> State:
         state = self.wait_until_ready()
@@ -422,6 +406,18 @@ def _rebind(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
     from prefray.utilities.callables import get_call_parameters
 
     return get_call_parameters(fn, args, kwargs)
+
+
+def _run_context(call: TaskRunCall) -> TaskRunContext:
+    return TaskRunContext(
+        settings=call.settings,
+        task=call.task,
+        task_run=call.task_run,
+        parameters=call.parameters,
+        log_prints=_log_prints(call),
+        flow_run_id=call.flow_run_id,
+        flow_name=call.flow_name,
+    )
 
 
 def _log_prints(call: TaskRunCall) -> bool:
