@@ -259,9 +259,10 @@ class Monitor:
                 state, reports, value = decode_result(
                     result, RayState, attempt.plan.call.task_run.id
                 )
-                if value is not None:
+                if value is not None:  # it rode along: no ray.get for `.result()`
                     state.with_value(value[0])
-                state = state.keeping_value_in(attempt.value_ref)
+                else:
+                    state = state.keeping_value_in(attempt.value_ref)
             except Exception:  # a bug here must not leave a flow waiting forever
                 self._guarded(("done", attempt, outcome))  # decodes again, crashes the run
                 continue
