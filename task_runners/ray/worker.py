@@ -165,8 +165,7 @@ def _split_result(state: Any, reports: list[Any], run_id: Any) -> tuple[list[Any
     if exception is not None:
         exception = portable_exception(exception)
     if state.has_value and state.is_completed():
-        # (read from the private dict: pydantic's __getattr__ costs ~1.5 us)
-        value = state.__pydantic_private__["_value"]
+        value = state.held_value
         return encode_result(state, reports, exception, small_value(value), run_id), value
     result = encode_result(state, reports, exception, None, run_id)
     marker = state.copy_for_wire()
