@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/ray_bench.py --only w1,w5 --n 1000
 
 Workloads (each side in a fresh process with `ray.init(num_cpus=8)`, after a
-warm-up, so neither pays for worker start-up inside the timed part):
+warm-up that runs busy tasks until 8 distinct workers have each run one, so
+neither side pays for worker start-up inside the timed part):
 
 - W1  N trivial mapped tasks (N = 1,000 and 10,000); prefray checks afterwards
       that every task run is recorded with a final state.
@@ -96,11 +97,25 @@ def raw_side(workload: str, n: int) -> dict[str, Any]:
         }
 
     @ray.remote
-    def warm() -> None:
+    def warm() -> int:
         time.sleep(0.3)
+        return os.getpid()
 
-    ray.get([warm.remote() for _ in range(NUM_CPUS)])  # one busy task per worker: all started
+    # busy tasks until NUM_CPUS distinct workers have each run one (a round can
+    # reuse a worker while Ray still starts another): both sides warm alike
+    warm_until_all_started(lambda: ray.get([warm.remote() for _ in range(NUM_CPUS)]))
     return RAW[workload](ray, inc, n)
+
+
+def warm_until_all_started(round_of_pids: Callable[[], list[int]], rounds: int = 6) -> int:
+    """Run warm-up rounds until NUM_CPUS distinct worker pids were seen (at most
+    `rounds`); the number of distinct workers seen."""
+    seen: set[int] = set()
+    for _ in range(rounds):
+        seen.update(round_of_pids())
+        if len(seen) >= NUM_CPUS:
+            break
+    return len(seen)
 
 
 def raw_w1(ray: Any, inc: Any, n: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ until every one of its runs has been recorded).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -74,14 +75,19 @@ def w5() -> int:
 
 
 @task
-def busy() -> None:
+def busy() -> int:
     time.sleep(0.3)
+    return os.getpid()
 
 
 @flow(task_runner=runner())
-def warm_up() -> None:
-    for f in [busy.submit() for _ in range(bench.NUM_CPUS)]:
-        f.wait()
+def warm_up_round() -> list[int]:
+    return [f.result() for f in [busy.submit() for _ in range(bench.NUM_CPUS)]]
+
+
+def warm_up() -> int:
+    """As the raw side: rounds until every worker has run a prefray task."""
+    return bench.warm_until_all_started(warm_up_round)
 
 
 def requests_so_far() -> int:
