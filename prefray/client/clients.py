@@ -13,7 +13,7 @@ import asyncio
 import enum
 import itertools
 import time
-from typing import Any, Literal, overload
+from typing import Any
 
 import httpx
 
@@ -23,7 +23,7 @@ from prefray.client._policy import conclude, retry_delay
 from prefray.client._routes import Batch, Call
 from prefray.settings import Settings, get_current_settings
 
-__all__ = ["PrefrayClient", "SyncPrefrayClient", "get_client", "normalize_api_url"]
+__all__ = ["PrefrayClient", "SyncPrefrayClient", "normalize_api_url"]
 
 
 class _Lifecycle(enum.Enum):
@@ -157,19 +157,3 @@ class PrefrayClient(_ClientBase):
             if delay is None:
                 return self._finish(call, outcome, attempt + 1)
             await asyncio.sleep(delay)
-
-
-@overload
-def get_client(sync_client: Literal[False] = False) -> PrefrayClient: ...
-
-
-@overload
-def get_client(sync_client: Literal[True]) -> SyncPrefrayClient: ...
-
-
-def get_client(sync_client: bool = False) -> PrefrayClient | SyncPrefrayClient:
-    """A client for the API in the current settings (starting the embedded one if
-    no `PREFRAY_API_URL` is set): `PrefrayClient`, or `SyncPrefrayClient` with
-    `sync_client=True`. Clients share the process's connection pool.
-    """
-    return SyncPrefrayClient() if sync_client else PrefrayClient()
