@@ -25,8 +25,11 @@ from fastapi.exceptions import RequestValidationError
 
 from prefray.server.api.task_runs import TASK_RUN_CREATES, _parse_creates
 from prefray.server.database import plain_creates, task_runs, transitions
+from prefray.server.database.fastpath import plain_write
 from prefray.server.database.fastsql import codec_for, iso_json, json_ts_of_stored
 from prefray.server.database.plain_creates import parse_plain_creates, plain_row
+from prefray.server.database.wire import WireState
+from prefray.states import StateType
 
 _T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone.utc)
 
@@ -230,6 +233,15 @@ def test_a_repeated_transition_id_is_left_to_the_validated_path(clock: Any) -> N
     again = {**_state("COMPLETED", 2), "state_details": running["state_details"]}
     made = _rows_both_ways(clock, "sqlite", _body([_item(FR, "0", states=[running, again])]))
     assert made == [None]
+
+
+def test_remembered_rule_checks_are_plain_write() -> None:
+    for current, to in itertools.product(StateType, StateType):
+        proposed = WireState(type=to)
+        expected = to != StateType.SCHEDULED and plain_write(
+            "task", current, proposed, force=False, slots=None
+        )
+        assert plain_creates._writes_plainly(current, to) is expected, (current, to)
 
 
 @pytest.mark.parametrize(

@@ -365,6 +365,23 @@ del _sample
 
 
 # --------------------------------------------------------------------- rows
+_WRITES: dict[tuple[StateType, StateType], bool] = {}
+
+
+def _writes_plainly(current: StateType, to: StateType) -> bool:
+    """Whether a plain state of type `to` over a run in `current` is written as it is
+    (`plain_write` of it, remembered: a plain state's details are always the same,
+    without a cache key); never for a Scheduled state (its time may be kept)."""
+    known = _WRITES.get((current, to))
+    if known is None:
+        proposed = WireState(type=to)
+        assert proposed.state_details == PlainState.state_details
+        known = _WRITES[(current, to)] = to != StateType.SCHEDULED and plain_write(
+            "task", current, proposed, force=False, slots=None
+        )
+    return known
+
+
 def plain_row(
     codec: Codec, item: PlainCreate, stamp: Any
 ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], bool] | None:
@@ -373,17 +390,26 @@ def plain_row(
     a rule could intervene in its states (a Scheduled time to keep, a repeated
     transition id, a rule that may not ACCEPT) or a tag of it has a concurrency limit
     (the caller checks tags before)."""
-    current: StateType = StateType.PENDING
-    seen: set[str] = set()
-    for state in item.states:
-        transition_id = state.transition_id
-        if transition_id in seen or state.type == StateType.SCHEDULED:
+    states = item.states
+    if len(states) == 2:  # the usual pair (Running, Completed)
+        first, second = states
+        tid = first.transition_id
+        if (
+            not _writes_plainly(StateType.PENDING, first.type)
+            or not _writes_plainly(first.type, second.type)
+            or (tid is not None and tid == second.transition_id)
+        ):
             return None
-        if not plain_write("task", current, state, force=False, slots=None):
-            return None
-        current = state.type
-        if transition_id is not None:
-            seen.add(transition_id)
+    else:
+        current: StateType = StateType.PENDING
+        seen: set[str] = set()
+        for state in states:
+            transition_id = state.transition_id
+            if transition_id in seen or not _writes_plainly(current, state.type):
+                return None
+            current = state.type
+            if transition_id is not None:
+                seen.add(transition_id)
     if item.id is None:
         run_uuid = uuid4()
         run_id, key = str(run_uuid), codec.uuid(run_uuid)
