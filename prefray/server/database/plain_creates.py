@@ -366,6 +366,7 @@ del _sample
 
 # --------------------------------------------------------------------- rows
 _WRITES: dict[tuple[StateType, StateType], bool] = {}
+_RUNNING, _COMPLETED = StateType.RUNNING, StateType.COMPLETED
 
 
 def _writes_plainly(current: StateType, to: StateType) -> bool:
@@ -416,29 +417,35 @@ def plain_row(
     else:
         run_id, key = item.id, codec.uuid_text(item.id)
     pending = NewPending(run_id, item.flow_run_id)
-    current, timestamp, updates = StateType.PENDING, pending.timestamp, EMPTY_UPDATES
-    for state in item.states:
-        updates = bookkeeping(
-            current, timestamp, updates.run_count, updates.start_time, updates.end_time,
-            updates.total_run_time, state,
-        )  # fmt: skip
-        current, timestamp = state.type, state.timestamp
+    if len(states) == 2 and states[0].type is _RUNNING and states[1].type is _COMPLETED:
+        # `bookkeeping` of Pending -> Running -> Completed, spelled out (no cache key)
+        start, end = states[0].timestamp, states[1].timestamp
+        run_count, total_run_time = 1, 0.0 + max(0.0, (end - start).total_seconds())
+    else:
+        current, timestamp, updates = StateType.PENDING, pending.timestamp, EMPTY_UPDATES
+        for state in states:
+            updates = bookkeeping(
+                current, timestamp, updates.run_count, updates.start_time, updates.end_time,
+                updates.total_run_time, state,
+            )  # fmt: skip
+            current, timestamp = state.type, state.timestamp
+        run_count, total_run_time = updates.run_count, updates.total_run_time
+        start, end = updates.start_time, updates.end_time
     expected = codec.ts(pending.timestamp)
     history = [(key, "PENDING", pending.name, expected, None, pending.as_text(expected))]
     stored_ts = {id(pending.timestamp): expected}
-    for state in item.states:
+    for state in states:
         text_ts = stored_ts[id(state.timestamp)] = codec.ts_of_json(state.text_ts, state.timestamp)
         text = plain_state_text(state, run_id, item.flow_run_id)
         tid = None if state.transition_id is None else codec.uuid_text(state.transition_id)
         history.append((key, state.type.value, state.name, text_ts, tid, text))
     last = history[-1]
-    start, end = updates.start_time, updates.end_time
     values = (
         key, item.name, None if item.flow_run_id is None else codec.uuid_text(item.flow_run_id),
         item.task_key, item.dynamic_key, None, None, item.tags_text, item.task_inputs_text,
-        POLICY_TEXT, last[5], last[1], last[2], updates.run_count, expected,
+        POLICY_TEXT, last[5], last[1], last[2], run_count, expected,
         None if start is None else stored_ts[id(start)],
         None if end is None else stored_ts[id(end)],
-        updates.total_run_time, stamp, stamp,
+        total_run_time, stamp, stamp,
     )  # fmt: skip
     return values, history, bool(item.states)
