@@ -73,6 +73,13 @@ _INPUT_TYPES = frozenset(typing.get_args(TaskRunInput.model_fields["input_type"]
 # details a plain state may set (the others must be null or absent)
 _ID_DETAILS = ("flow_run_id", "task_run_id", "transition_id")
 _FLAG_DETAILS = ("pause_reschedule", "untrackable_result")
+# how `_plain_state` checks each detail: a UUID or null, a bool, or null
+_ID, _FLAG, _NULL = "id", "flag", "null"
+_DETAIL_CHECKS = {
+    key: _ID if key in _ID_DETAILS else _FLAG if key in _FLAG_DETAILS else _NULL
+    for key in _DETAILS_KEYS
+}
+_NO_DETAILS: dict[str, Any] = {}
 _MAX_STATES = next(  # TaskRunCreate.states' max_length
     m.max_length for m in TaskRunCreate.model_fields["states"].metadata if hasattr(m, "max_length")
 )
@@ -92,20 +99,27 @@ class PlainState:
     state_details = StateDetails()
 
     def __init__(
-        self, raw: dict[str, Any], details: dict[str, Any], timestamp: dt.datetime
+        self,
+        kind: StateType,
+        state_id: str,
+        name: str | None,
+        message: str | None,
+        text_ts: str,
+        timestamp: dt.datetime,
+        details: dict[str, Any],
     ) -> None:
-        # `raw` and `details` were checked by `_plain_state`
-        self.type: StateType = _TYPES[raw["type"]]
-        self.id: str = raw["id"]
-        name = raw.get("name")
-        self.name: str = DEFAULT_STATE_NAMES[self.type] if name is None else name
-        self.message: str | None = raw.get("message")
-        self.text_ts: str = raw["timestamp"]
+        # the values were checked by `_plain_state`
+        self.type = kind
+        self.id = state_id
+        self.name: str = DEFAULT_STATE_NAMES[kind] if name is None else name
+        self.message = message
+        self.text_ts = text_ts
         self.timestamp = timestamp
-        self.flow_run_id: str | None = details.get("flow_run_id")
-        self.transition_id: str | None = details.get("transition_id")
-        self.pause_reschedule: bool = details.get("pause_reschedule", False)
-        self.untrackable_result: bool = details.get("untrackable_result", False)
+        get = details.get
+        self.flow_run_id: str | None = get("flow_run_id")
+        self.transition_id: str | None = get("transition_id")
+        self.pause_reschedule: bool = get("pause_reschedule", False)
+        self.untrackable_result: bool = get("untrackable_result", False)
 
 
 @dataclasses.dataclass(slots=True)
@@ -126,7 +140,7 @@ class PlainCreate:
 def parse_plain_creates(body: bytes) -> list[PlainCreate] | None:
     """The body's creations, when every one is of the plain shape; else None."""
     try:
-        items = pydantic_core.from_json(body)
+        items = pydantic_core.from_json(body, cache_strings="keys")
     except (ValueError, RecursionError):
         return None
     if type(items) is not list or len(items) > MAX_BATCH:
@@ -234,10 +248,12 @@ def _plain_states(states: Any) -> list[PlainState] | None:
 def _plain_state(raw: Any) -> PlainState | None:
     if type(raw) is not dict or not _STATE_KEYS.issuperset(raw):
         return None
-    kind, name, message = raw.get("type"), raw.get("name"), raw.get("message")
-    timestamp = raw.get("timestamp")
+    get = raw.get
+    state_id, kind, name, message = get("id"), get("type"), get("name"), get("message")
+    timestamp = get("timestamp")
     if not (
-        _is_uuid(raw.get("id"))
+        type(state_id) is str
+        and _UUID.match(state_id) is not None
         and type(kind) is str
         and kind in _TYPES
         and (name is None or (type(name) is str and _plain_text(name)))
@@ -245,26 +261,27 @@ def _plain_state(raw: Any) -> PlainState | None:
         and type(timestamp) is str
         and _TIMESTAMP.match(timestamp) is not None
         and timestamp[19:26] != ".000000"  # written without its fraction
-        and raw.get("data") is None
+        and get("data") is None
     ):
         return None
-    details = raw.get("state_details", {})
-    if type(details) is not dict or not _DETAILS_KEYS.issuperset(details):
+    details = get("state_details", _NO_DETAILS)
+    if type(details) is not dict:
         return None
     for key, value in details.items():
-        if key in _ID_DETAILS:
-            if value is not None and not _is_uuid(value):
+        check = _DETAIL_CHECKS.get(key)
+        if check is _ID:
+            if value is not None and (type(value) is not str or _UUID.match(value) is None):
                 return None
-        elif key in _FLAG_DETAILS:
+        elif check is _FLAG:
             if type(value) is not bool:
                 return None
-        elif value is not None:
-            return None
+        elif check is None or value is not None:
+            return None  # an unknown key, or a detail a plain state leaves null
     try:
         when = dt.datetime.fromisoformat(timestamp[:-1] + "+00:00")
     except ValueError:
         return None
-    return PlainState(raw, details, when)
+    return PlainState(_TYPES[kind], state_id, name, message, timestamp, when, details)
 
 
 def _plain_text(value: str) -> bool:
