@@ -20,10 +20,11 @@ import threading
 from typing import Any
 
 from prefray.engine.call import TaskRunCall
-from prefray.engine.reporting import CollectingReporter
+from prefray.engine.reporting import CollectingReporter, _Answers
 from prefray.engine.task_run import run_task
 from prefray.logging import flush_logs
 from prefray.settings import get_current_settings, set_process_settings
+from prefray.states import StateType
 from task_runners.ray import deadline
 from task_runners.ray.payload import (
     NotCompleted,
@@ -64,21 +65,32 @@ def execute(head: list[Any], *values: Any) -> tuple[Any, Any]:
         deadline.disarm()
     # no records queued: returns at once, no request
     flush_logs(common.settings.log_flush_timeout)
-    return _split_result(state, reporter.take(), call.task_run.id)
+    items = reporter._items
+    reporter._items = []
+    return _split_result(state, items, call.task_run.id)
 
 
 class SelfCreatingReporter(CollectingReporter):
     """A `CollectingReporter` that, when the engine makes it send on its own (a
     crash, a decision only the server can make), sends this run's creation first:
     the driver queues creations of `.submit()` calls in its batches, so the run
-    may not be on the server yet. Creation is an upsert, so a replay is harmless."""
+    may not be on the server yet. Creation is an upsert, so a replay is harmless.
 
-    def __init__(self, task_run: Any) -> None:
-        super().__init__()
+    One per run, most of which only `report`: it shares one lock per process
+    (held only to swap the list) and makes its answers book on first use."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, task_run: Any) -> None:  # no super().__init__: see above
+        self._items: list[Any] = []
         self._task_run: Any = task_run
 
+    @functools.cached_property
+    def _answers(self) -> _Answers:  # type: ignore[override]
+        return _Answers()
+
     def flush(self, timeout: float | None = None) -> bool:
-        if self._task_run is not None and self.pending():
+        if self._task_run is not None and self._items:
             from prefray.states import Pending
 
             self._items.insert(0, self._task_run.to_create(Pending()))
@@ -118,14 +130,12 @@ def _load_shared(key: str, shared: bytes) -> Shared:
 
 
 def _rebuild_call(common: Shared, spec: list[Any], values: tuple[Any, ...]) -> TaskRunCall:
-    task_run, rest = decode_spec(spec, common)
-    parameters, wait_for = rest["parameters"], rest["wait_for"]
+    task_run, parameters, wait_for, ids, dynamic_index = decode_spec(spec, common)
     if values:
-        ids = rest["upstream_ids"]
         futures = [_resolved_future(ids[i], v) for i, v in enumerate(values)]
         parameters = _substitute(parameters, futures)
         wait_for = _substitute(wait_for, futures) if wait_for else wait_for
-    call = TaskRunCall(
+    return TaskRunCall(
         task=common.task,
         task_run=task_run,
         parameters=parameters,
@@ -134,9 +144,8 @@ def _rebuild_call(common: Shared, spec: list[Any], values: tuple[Any, ...]) -> T
         flow_run_id=common.flow_run_id,
         flow_name=common.flow_name,
         log_prints=common.log_prints,
+        dynamic_index=dynamic_index,
     )
-    call.dynamic_index = rest["dynamic_index"]
-    return call
 
 
 def _resolved_future(task_run_id: Any, value: Any) -> Any:
@@ -162,7 +171,11 @@ def _substitute(expr: Any, futures: list[Any]) -> Any:
 def _split_result(state: Any, reports: list[Any], run_id: Any) -> tuple[list[Any], Any]:
     """(the small result the driver fetches, the value object that stays in the store)."""
     exception = state.exception
-    if exception is not None:
+    if exception is None:
+        if state.type is _COMPLETED and state.has_value:  # the common case
+            value = state.held_value
+            return encode_result(state, reports, None, small_value(value), run_id), value
+    else:
         exception = portable_exception(exception)
     if state.has_value and state.is_completed():
         value = state.held_value
@@ -172,6 +185,9 @@ def _split_result(state: Any, reports: list[Any], run_id: Any) -> tuple[list[Any
     if exception is not None:
         marker.with_exception(exception)
     return result, NotCompleted(marker)
+
+
+_COMPLETED = StateType.COMPLETED
 
 
 def probe_api(url: str, timeout: float) -> str | None:

@@ -56,7 +56,7 @@ def test_decoded_task_run_is_what_validation_builds(fields: dict[str, Any]) -> N
     )
     shared = Shared(retried, None, flow_run_id, "f", False)
     spec = encode_spec(sent, {"x": 3}, None, [], 3, sent.run_count)
-    decoded, rest = decode_spec(spec, shared)
+    decoded, *rest = decode_spec(spec, shared)
     validated = TaskRun(
         id=sent.id,
         name=sent.name,
@@ -73,18 +73,13 @@ def test_decoded_task_run_is_what_validation_builds(fields: dict[str, Any]) -> N
     assert decoded.__pydantic_private__ == validated.__pydantic_private__
     assert decoded.__pydantic_extra__ == validated.__pydantic_extra__
     assert decoded.empirical_policy.retries == 2
-    assert rest == {
-        "parameters": {"x": 3},
-        "wait_for": None,
-        "upstream_ids": [],
-        "dynamic_index": 3,
-    }
+    assert rest == [{"x": 3}, None, [], 3]
 
 
 def test_decoded_task_run_of_a_task_without_policy_gets_the_default() -> None:
     sent = TaskRun(id=uuid.uuid4(), name="n", task_key="k", dynamic_key="0")
     shared = Shared(object(), None, None, None, False)
-    decoded, _ = decode_spec(encode_spec(sent, {}, None, [], None, 0), shared)
+    decoded, *_ = decode_spec(encode_spec(sent, {}, None, [], None, 0), shared)
     assert decoded == sent and decoded.empirical_policy == EmpiricalPolicy()
 
 
