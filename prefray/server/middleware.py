@@ -146,7 +146,9 @@ class BodyGuard:
 
 
 def _has_lone_surrogate(body: bytes) -> bool:
-    if b"\\u" not in body or _SURROGATE_ESCAPE.search(body) is None:
+    # a lone backslash search is a memchr (~100x faster than the two-byte one): most
+    # bodies hold no escape at all
+    if b"\\" not in body or b"\\u" not in body or _SURROGATE_ESCAPE.search(body) is None:
         return False
     try:
         decoded = json.loads(body)

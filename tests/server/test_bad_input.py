@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from prefray.exceptions import ConfigurationError
 from prefray.schemas import MAX_LOG_MESSAGE_BYTES
 from prefray.server.app import create_app
+from prefray.server.middleware import _has_lone_surrogate
 from prefray.server.serve import ServerThread, check_bind_allowed, run_server
 from prefray.settings import Settings
 
@@ -239,3 +240,18 @@ def test_non_loopback_bind_refused_without_key(tmp_path: Path) -> None:
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         check_bind_allowed(settings, host)
     check_bind_allowed(Settings(home=tmp_path, api_key="k"), "0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    ("body", "lone"),
+    [
+        (b'[{"name": "plain"}]', False),
+        (b'[{"name": "a \\" quote and a \\\\ backslash"}]', False),
+        (b'[{"name": "\\u2603 snowman"}]', False),
+        (b'[{"name": "\\ud83d\\ude00 a pair"}]', False),
+        (b'[{"name": "\\ud800 lone"}]', True),
+        (b'[{"name": "lone at the end \\udfff"}]', True),
+    ],
+)
+def test_lone_surrogate_escapes_are_found(body: bytes, lone: bool) -> None:
+    assert _has_lone_surrogate(body) is lone

@@ -316,6 +316,7 @@ _STATE_TEXT = _template(
     },
 )  # fmt: skip
 _TYPE_TEXT = {t: json_text(t.value) for t in StateType}
+_TYPE_VALUE = {t: t.value for t in StateType}  # (an enum member's .value is a descriptor call)
 _NAME_TEXT = {name: json_text(name) for name in DEFAULT_STATE_NAMES.values()}
 
 
@@ -455,7 +456,7 @@ def plain_row(
         text_ts = stored_ts[id(state.timestamp)] = codec.ts_of_json(state.text_ts, state.timestamp)
         text = plain_state_text(state, run_id, item.flow_run_id)
         tid = None if state.transition_id is None else codec.uuid_text(state.transition_id)
-        history.append((key, state.type.value, state.name, text_ts, tid, text))
+        history.append((key, _TYPE_VALUE[state.type], state.name, text_ts, tid, text))
     last = history[-1]
     values = (
         key, item.name, None if item.flow_run_id is None else codec.uuid_text(item.flow_run_id),
