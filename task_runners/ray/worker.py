@@ -34,6 +34,7 @@ from task_runners.ray.payload import (
     encode_result,
     portable_exception,
     small_value,
+    with_run_template,
 )
 
 __all__ = ["execute", "probe_api", "remote_execute", "remote_probe"]
@@ -41,6 +42,7 @@ __all__ = ["execute", "probe_api", "remote_execute", "remote_probe"]
 _PAYLOAD_CACHE_SIZE = 64
 _payloads: collections.OrderedDict[str, Shared] = collections.OrderedDict()
 _payloads_lock = threading.Lock()
+_last: tuple[str, Shared] | None = None  # the payload the latest run used
 
 
 def execute(head: list[Any], *values: Any) -> tuple[Any, Any]:
@@ -113,19 +115,30 @@ def _in_worker_process() -> bool:
 
 
 def _load_shared(key: str, shared: bytes) -> Shared:
+    last = _last
+    if last is not None and last[0] == key:  # runs of one map come in a row: no lock
+        return last[1]
+    return _load_shared_cached(key, shared)
+
+
+def _load_shared_cached(key: str, shared: bytes) -> Shared:
+    global _last
     with _payloads_lock:
         found = _payloads.get(key)
         if found is not None:
             _payloads.move_to_end(key)
+            _last = (key, found)
             return found
     import cloudpickle
 
     found = cloudpickle.loads(shared)
     found = dataclasses.replace(found, task=deadline.with_hard_deadline(found.task))
+    found = with_run_template(found)
     with _payloads_lock:
         _payloads[key] = found
         while len(_payloads) > _PAYLOAD_CACHE_SIZE:
             _payloads.popitem(last=False)
+        _last = (key, found)
     return found
 
 

@@ -22,6 +22,7 @@ from task_runners.ray.payload import (
     decode_spec,
     encode_result,
     encode_spec,
+    with_run_template,
 )
 
 
@@ -74,6 +75,44 @@ def test_decoded_task_run_is_what_validation_builds(fields: dict[str, Any]) -> N
     assert decoded.__pydantic_extra__ == validated.__pydantic_extra__
     assert decoded.empirical_policy.retries == 2
     assert rest == [{"x": 3}, None, [], 3]
+
+
+@pytest.mark.parametrize("fields", [{}, {"tags": ["a"], "run_count": 1}])
+def test_a_run_template_decodes_what_construct_decodes(fields: dict[str, Any]) -> None:
+    flow_run_id, upstream = uuid.uuid4(), uuid.uuid4()
+    inputs = {"x": [TaskRunInput(input_type="task_run", id=upstream)]}
+    sent = TaskRun(
+        id=uuid.uuid4(),
+        name="retried-5",
+        flow_run_id=flow_run_id,
+        task_key="k",
+        dynamic_key="5",
+        empirical_policy=retried.empirical_policy,
+        task_inputs=inputs,
+        **fields,
+    )
+    shared = Shared(retried, None, flow_run_id, "f", False)
+    templated = with_run_template(shared)
+    assert templated.run_template is not None and templated == shared
+    spec = encode_spec(sent, {"x": 5}, [1], [upstream], 5, sent.run_count)
+    plain, *rest = decode_spec(spec, shared)
+    fast, *fast_rest = decode_spec(spec, templated)
+    assert fast_rest == rest == [{"x": 5}, [1], [upstream], 5]
+    assert fast == plain == sent
+    assert list(fast.__dict__) == list(plain.__dict__)  # the same field order
+    assert fast.model_fields_set == plain.model_fields_set
+    assert fast.__pydantic_private__ is plain.__pydantic_private__ is None
+    assert fast.__pydantic_extra__ is plain.__pydantic_extra__ is None
+    assert fast.empirical_policy is retried.empirical_policy
+    # each run its own dicts and lists: nothing shared through the template
+    other, *_ = decode_spec(spec, templated)
+    assert other.__dict__ is not fast.__dict__
+    assert other.model_fields_set is not fast.model_fields_set
+
+
+def test_a_task_without_policy_gets_no_run_template() -> None:
+    shared = Shared(object(), None, None, None, False)
+    assert with_run_template(shared) is shared
 
 
 def test_decoded_task_run_of_a_task_without_policy_gets_the_default() -> None:
