@@ -80,6 +80,8 @@ _DETAIL_CHECKS = {
     for key in _DETAILS_KEYS
 }
 _NO_DETAILS: dict[str, Any] = {}
+_NO_TAGS: list[str] = []
+_NO_INPUTS: dict[str, Any] = {}
 _MAX_STATES = next(  # TaskRunCreate.states' max_length
     m.max_length for m in TaskRunCreate.model_fields["states"].metadata if hasattr(m, "max_length")
 )
@@ -179,10 +181,14 @@ def _plain_create(item: Any) -> PlainCreate | None:
         or not _default_policy(get("empirical_policy", _DEFAULT_POLICY))
     ):
         return None
-    tags = get("tags", [])
-    if type(tags) is not list or any(type(tag) is not str for tag in tags):
+    tags = get("tags", _NO_TAGS)
+    if type(tags) is not list or (tags and any(type(tag) is not str for tag in tags)):
         return None
-    inputs = _task_inputs(get("task_inputs", {}))
+    inputs = get("task_inputs", _NO_INPUTS)
+    if inputs:  # (an empty dict is stored as it is; anything else is checked)
+        inputs = _task_inputs(inputs)
+    elif type(inputs) is not dict:
+        return None
     states = _plain_states(get("states"))
     if inputs is None or states is None:
         return None
