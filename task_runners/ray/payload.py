@@ -56,6 +56,7 @@ __all__ = [
     "Upstream",
     "decode_result",
     "decode_spec",
+    "encode_completed",
     "encode_result",
     "encode_spec",
     "portable_exception",
@@ -227,6 +228,32 @@ def encode_result(
     last = reports[-1] if reports else None
     same = type(last) is tuple and last[1].id == final.id and _same_wire(last[1], final)
     return [encoded, None if same else encode_state(final), exception, value]
+
+
+def encode_completed(final: State, reports: list[Any], run_id: uuid.UUID, value: Any) -> list[Any]:
+    """`encode_result(final, reports, None, small_value(value), run_id)`, written
+    out for a plain run's reports (its own Running and Completed, `final` a copy
+    of the latter): one call instead of a dozen; any other shape goes to
+    `encode_result`."""
+    if len(reports) == 2:
+        first, last = reports
+        if (
+            type(first) is tuple
+            and type(last) is tuple
+            and first[0] is run_id
+            and last[0] is run_id
+            and run_id is not None
+        ):
+            state = last[1]
+            if state.id == final.id and _same_wire(state, final):
+                encoded = [None, encode_state(first[1]), first[2]]
+                return [
+                    [encoded, [None, encode_state(state), last[2]]],
+                    None,
+                    None,
+                    small_value(value),
+                ]
+    return encode_result(final, reports, None, small_value(value), run_id)
 
 
 def small_value(value: Any) -> list[Any] | None:

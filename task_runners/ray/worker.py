@@ -31,6 +31,7 @@ from task_runners.ray.payload import (
     Shared,
     Upstream,
     decode_spec,
+    encode_completed,
     encode_result,
     portable_exception,
     small_value,
@@ -187,7 +188,7 @@ def _split_result(state: Any, reports: list[Any], run_id: Any) -> tuple[list[Any
     if exception is None:
         if state.type is _COMPLETED and state.has_value:  # the common case
             value = state.held_value
-            return encode_result(state, reports, None, small_value(value), run_id), value
+            return encode_completed(state, reports, run_id, value), value
     else:
         exception = portable_exception(exception)
     if state.has_value and state.is_completed():

@@ -20,6 +20,7 @@ from task_runners.ray.payload import (
     Shared,
     decode_result,
     decode_spec,
+    encode_completed,
     encode_result,
     encode_spec,
     with_run_template,
@@ -173,3 +174,23 @@ def test_ray_future_waits_times_out_and_wakes_every_waiter() -> None:
     copy = pickle.loads(pickle.dumps(future))
     assert copy.is_final() and copy.wait_state(0).id == state.id
     assert copy.wait_state(1e12).id == state.id  # any timeout, done at once
+
+
+@pytest.mark.parametrize("value", [3, "s", [1, 2], 2**70])
+def test_encode_completed_is_encode_result(value: Any) -> None:
+    run_id, other = uuid.uuid4(), uuid.uuid4()
+    running, completed = Running(), Completed()
+    final = completed._shallow_copy().with_value(value)
+    plain = [(run_id, running, False), (run_id, completed, False)]
+    changed = completed.model_copy(update={"message": "m"})
+    for reports, last in [
+        (plain, final),
+        ([(run_id, running, False), (other, completed, True)], final),  # another run's
+        ([(run_id, running, False)], final),  # one report
+        (plain, changed),  # a final state that differs from the reported one
+        ([*plain, (run_id, Completed(), False)], final),
+    ]:
+        small = [value] if type(value) is not list and value != 2**70 else None
+        expected = encode_result(last, reports, None, small, run_id)
+        assert encode_completed(last, reports, run_id, value) == expected
+    assert encode_completed(final, plain, run_id, value)[1] is None  # the last report's
