@@ -47,7 +47,7 @@ from prefray.states import (
     build_valid_state,
 )
 from prefray.utilities.ids import uuid_from_int
-from prefray.utilities.models import construct
+from prefray.utilities.models import construct, copy_with
 
 __all__ = [
     "NotCompleted",
@@ -89,9 +89,7 @@ class Shared:
     log_prints: bool
     # made on the worker, once per payload (`with_run_template`): what every
     # decoded TaskRun of these runs starts from
-    run_template: tuple[dict[str, Any], frozenset[str]] | None = dataclasses.field(
-        default=None, compare=False, repr=False
-    )
+    run_template: TaskRun | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass
@@ -140,61 +138,42 @@ def decode_spec(
         else {}
     )
     # the values are what the driver's validated TaskRun held: no validation again
+    per_run = {
+        "id": _uuid_of(run_id),
+        "name": name,
+        "task_key": task_key,
+        "dynamic_key": dynamic_key,
+        "tags": tags,
+        "task_inputs": task_inputs,
+        "run_count": run_count,
+    }
     template = shared.run_template
-    if template is not None:  # what `construct` below builds, from the template
-        fields = template[0].copy()
-        fields["id"] = _uuid_of(run_id)
-        fields["name"] = name
-        fields["task_key"] = task_key
-        fields["dynamic_key"] = dynamic_key
-        fields["tags"] = tags
-        fields["task_inputs"] = task_inputs
-        fields["run_count"] = run_count
-        task_run = _new(TaskRun)
-        _object_setattr(task_run, "__dict__", fields)
-        _object_setattr(task_run, "__pydantic_fields_set__", set(template[1]))
-        _object_setattr(task_run, "__pydantic_extra__", None)
-        _object_setattr(task_run, "__pydantic_private__", None)
+    if template is not None:  # what `_construct_run` builds, from the template
+        task_run = copy_with(template, per_run)
     else:
-        task_run = construct(
-            TaskRun,
-            id=_uuid_of(run_id),
-            name=name,
-            flow_run_id=shared.flow_run_id,
-            task_key=task_key,
-            dynamic_key=dynamic_key,
-            tags=tags,
-            task_inputs=task_inputs,
-            empirical_policy=getattr(shared.task, "empirical_policy", None) or EmpiricalPolicy(),
-            run_count=run_count,
-        )
+        policy = getattr(shared.task, "empirical_policy", None) or EmpiricalPolicy()
+        task_run = _construct_run(shared, policy, per_run)
     ids = [_uuid_of(u) for u in upstream_ids] if upstream_ids else []
     return task_run, parameters, wait_for, ids, dynamic_index
 
 
 def with_run_template(shared: Shared) -> Shared:
-    """`shared` with its `run_template`: `decode_spec` then copies one dict per run
-    instead of building the TaskRun field by field. Only for a task with its own
-    policy (every run shares it, as `construct` would); otherwise `shared` as is."""
+    """`shared` with its `run_template`: `decode_spec` then copies it with the
+    run's own fields instead of building the TaskRun field by field. Only for a
+    task with its own policy (every run shares it, as `construct` would);
+    otherwise `shared` as is."""
     policy = getattr(shared.task, "empirical_policy", None)
     if policy is None:
         return shared
-    sample = construct(
-        TaskRun,
-        id=None,
-        name=None,
-        flow_run_id=shared.flow_run_id,
-        task_key=None,
-        dynamic_key=None,
-        tags=None,
-        task_inputs=None,
-        empirical_policy=policy,
-        run_count=0,
-    )
-    if sample.__pydantic_private__ is not None or sample.__pydantic_extra__ is not None:
-        return shared  # a model `construct` does not build plainly: keep its way
-    template = (dict(sample.__dict__), frozenset(sample.__pydantic_fields_set__))
+    template = _construct_run(shared, policy, dict.fromkeys(_PER_RUN_FIELDS))
     return dataclasses.replace(shared, run_template=template)
+
+
+_PER_RUN_FIELDS = ("id", "name", "task_key", "dynamic_key", "tags", "task_inputs", "run_count")
+
+
+def _construct_run(shared: Shared, policy: EmpiricalPolicy, per_run: dict[str, Any]) -> TaskRun:
+    return construct(TaskRun, flow_run_id=shared.flow_run_id, empirical_policy=policy, **per_run)
 
 
 # the result: worker -> driver ----------------------------------------------------------
@@ -364,8 +343,6 @@ def _uuid_of(data: bytes) -> uuid.UUID:
 
 
 _from_timestamp = dt.datetime.fromtimestamp
-_new = object.__new__
-_object_setattr = object.__setattr__
 _STATE_TYPES = {t.value: t for t in StateType}
 _TYPE_VALUES = {t: t.value for t in StateType}
 _STATE_FIELDS = frozenset(State.model_fields)

@@ -68,9 +68,7 @@ def execute(head: list[Any], *values: Any) -> tuple[Any, Any]:
         deadline.disarm()
     # no records queued: returns at once, no request
     flush_logs(common.settings.log_flush_timeout)
-    items = reporter._items
-    reporter._items = []
-    return _split_result(state, items, call.task_run.id)
+    return _split_result(state, reporter.take(), call.task_run.id)
 
 
 class SelfCreatingReporter(CollectingReporter):
