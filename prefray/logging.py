@@ -137,14 +137,7 @@ class BatchShipper:
 
     # the caller's side -------------------------------------------------------
     def put(self, item: Any, settings: Settings) -> None:
-        with self._lock:
-            self._queue.append((settings, item))
-            self._enqueued += 1
-            due = len(self._queue) >= self.batch_size
-        if self._thread is None:
-            self._start()
-        if due and not self._wake.is_set():  # set() takes the event's lock: once per batch
-            self._wake.set()
+        self._extend(((settings, item),), 1)
 
     def put_many(self, items: list[Any], settings: Settings) -> None:
         """`put` of each item, in order, under one lock (what one wake-up of a
@@ -164,7 +157,7 @@ class BatchShipper:
             due = len(self._queue) >= self.batch_size
         if self._thread is None:
             self._start()
-        if due and not self._wake.is_set():
+        if due and not self._wake.is_set():  # set() takes the event's lock: once per batch
             self._wake.set()
 
     def pending(self) -> int:
